@@ -33,7 +33,7 @@ func (t *toolset) hello() server.ServerTool {
 		mcp.WithReadOnlyHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(true),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[Whoami](),
+		outputSchema[Whoami](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "hello", func(_ context.Context, who auth.Identity, _ helloArgs) (Whoami, error) {
 		mode := "token"

@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -30,13 +31,16 @@ type QueueMessage struct {
 	Text         string    `json:"text"`
 	InsertedAt   time.Time `json:"inserted_at"`
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`
-	DequeueCount int64     `json:"dequeue_count" jsonschema:"how many times the message was received before; above 0 means a redelivery"`
+	DequeueCount int64     `json:"dequeue_count" jsonschema:"how many times the message has been received, this time included; above 1 means a redelivery"`
+	// ReappearsAt is set by queue_receive for a message it could not remove.
+	ReappearsAt time.Time `json:"reappears_at,omitzero" jsonschema:"set when removing the message failed: it stays in the queue and is delivered again at this time"`
 }
 
 // QueueMessages is the answer of queue_peek and queue_receive.
 type QueueMessages struct {
 	Queue    string         `json:"queue"`
 	Messages []QueueMessage `json:"messages"`
+	Note     string         `json:"note,omitempty" jsonschema:"present when some messages could not be removed"`
 }
 
 // QueueInfo is one queue of queue_list.
@@ -96,7 +100,7 @@ func (t *toolset) queueSend() server.ServerTool {
 		mcp.WithDestructiveHintAnnotation(false),
 		mcp.WithIdempotentHintAnnotation(false),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[SentMessage](),
+		outputSchema[SentMessage](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "queue_send", func(ctx context.Context, who auth.Identity, a sendArgs) (SentMessage, error) {
 		opts := queues.SendOptions{}
@@ -139,7 +143,7 @@ func (t *toolset) queuePeek() server.ServerTool {
 		mcp.WithReadOnlyHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(true),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[QueueMessages](),
+		outputSchema[QueueMessages](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "queue_peek", func(ctx context.Context, who auth.Identity, a peekArgs) (QueueMessages, error) {
 		ms, err := t.d.Queues.Peek(ctx, who.Owner(), a.Queue, max(a.Count, 1))
@@ -168,7 +172,7 @@ func (t *toolset) queueReceive() server.ServerTool {
 		mcp.WithDestructiveHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(false),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[QueueMessages](),
+		outputSchema[QueueMessages](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "queue_receive", func(ctx context.Context, who auth.Identity, a receiveArgs) (QueueMessages, error) {
 		vis := 30 * time.Second
@@ -180,6 +184,18 @@ func (t *toolset) queueReceive() server.ServerTool {
 			vis = d
 		}
 		ms, err := t.d.Queues.Receive(ctx, who.Owner(), a.Queue, max(a.Count, 1), vis)
+		// Messages that were taken but not removed are still handed out,
+		// marked, rather than hidden behind an error: the caller has them
+		// now and will see them again.
+		var partial *queues.PartialReceiveError
+		if errors.As(err, &partial) {
+			out := messages(a.Queue, append(ms, partial.Undeleted...))
+			for i := len(ms); i < len(out.Messages); i++ {
+				out.Messages[i].ReappearsAt = partial.VisibleAgainAt
+			}
+			out.Note = partial.Error()
+			return out, nil
+		}
 		return messages(a.Queue, ms), err
 	})}
 }
@@ -193,7 +209,7 @@ func (t *toolset) queueList() server.ServerTool {
 		mcp.WithReadOnlyHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(true),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[QueueList](),
+		outputSchema[QueueList](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "queue_list", func(ctx context.Context, who auth.Identity, _ noArgs) (QueueList, error) {
 		qs, err := t.d.Queues.List(ctx, who.Owner())

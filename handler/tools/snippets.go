@@ -74,7 +74,7 @@ func (t *toolset) saveSnippet() server.ServerTool {
 		mcp.WithDestructiveHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(true),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[SnippetInfo](),
+		outputSchema[SnippetInfo](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "save_snippet", func(ctx context.Context, who auth.Identity, a saveArgs) (SnippetInfo, error) {
 		if a.CreateOnly && a.IfMatch != "" {
@@ -101,7 +101,7 @@ func (t *toolset) getSnippet() server.ServerTool {
 		mcp.WithReadOnlyHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(true),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[SnippetContent](),
+		outputSchema[SnippetContent](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "get_snippet", func(ctx context.Context, who auth.Identity, a nameArgs) (SnippetContent, error) {
 		s, err := t.d.Snippets.Get(ctx, who.Owner(), a.Name)
@@ -126,7 +126,7 @@ func (t *toolset) listSnippets() server.ServerTool {
 		mcp.WithReadOnlyHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(true),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[SnippetPage](),
+		outputSchema[SnippetPage](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "list_snippets", func(ctx context.Context, who auth.Identity, a listArgs) (SnippetPage, error) {
 		p, err := t.d.Snippets.List(ctx, who.Owner(), snippets.ListOptions{Prefix: a.Prefix, Cursor: a.Cursor, Limit: a.Limit})
@@ -157,7 +157,7 @@ func (t *toolset) deleteSnippet() server.ServerTool {
 		mcp.WithDestructiveHintAnnotation(true),
 		mcp.WithIdempotentHintAnnotation(false),
 		mcp.WithOpenWorldHintAnnotation(false),
-		mcp.WithOutputSchema[Deleted](),
+		outputSchema[Deleted](),
 	)
 	return server.ServerTool{Tool: tool, Handler: handle(t.d, "delete_snippet", func(ctx context.Context, who auth.Identity, a deleteArgs) (Deleted, error) {
 		if err := t.d.Snippets.Delete(ctx, who.Owner(), a.Name, a.IfMatch); err != nil {

@@ -123,3 +123,36 @@ func errorResult(ctx context.Context, log *slog.Logger, tool string, err error) 
 		return mcp.NewToolResultError("internal error; the failure was logged, try again later")
 	}
 }
+
+// outputSchema declares T's JSON schema as the tool's output schema. The
+// schema generator types every Go slice as ["null","array"], but results
+// here always carry empty lists rather than null, and strict clients flag
+// the nullable type; so it is narrowed to "array".
+func outputSchema[T any]() mcp.ToolOption {
+	declare := mcp.WithOutputSchema[T]()
+	return func(t *mcp.Tool) {
+		declare(t)
+		for _, p := range t.OutputSchema.Properties {
+			narrowNullableArrays(p)
+		}
+		for _, d := range t.OutputSchema.Defs {
+			narrowNullableArrays(d)
+		}
+	}
+}
+
+func narrowNullableArrays(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		if ts, ok := v["type"].([]any); ok && len(ts) == 2 && ts[0] == "null" && ts[1] == "array" {
+			v["type"] = "array"
+		}
+		for _, c := range v {
+			narrowNullableArrays(c)
+		}
+	case []any:
+		for _, c := range v {
+			narrowNullableArrays(c)
+		}
+	}
+}

@@ -1,0 +1,22 @@
+//go:build unix && !linux
+
+package testenv
+
+import (
+	"os"
+	"syscall"
+)
+
+// sysProcAttr puts Azurite in a process group of its own, so kill reaches
+// anything it spawns.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
+
+// kill sends SIGKILL to the process group led by p, which this package
+// created for it.
+func kill(p *os.Process) {
+	if err := syscall.Kill(-p.Pid, syscall.SIGKILL); err != nil {
+		_ = p.Kill()
+	}
+}
