@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,16 @@ func TestHostContract(t *testing.T) {
 	}
 
 	host := validateJSON(t, "testdata/schemas/host.json.schema.json", filepath.Join(dist, "host.json"))
+	// The schema check must be able to fail: a misspelt proxying switch,
+	// which the host would silently ignore, is rejected.
+	typo := filepath.Join(t.TempDir(), "host.json")
+	raw, _ := os.ReadFile(filepath.Join(dist, "host.json"))
+	if err := os.WriteFile(typo, []byte(strings.Replace(string(raw), "enableProxyingHttpRequest", "enableProxyingHttpRequests", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := schemaErr(t, "testdata/schemas/host.json.schema.json", typo); err == nil {
+		t.Fatal("host.json schema accepted enableProxyingHttpRequests")
+	}
 	ch := host["customHandler"].(map[string]any)
 	if ch["enableProxyingHttpRequest"] != true {
 		t.Error("host.json: customHandler.enableProxyingHttpRequest must be true (forwarding buffers SSE)")
@@ -148,10 +159,10 @@ func startHostProxy(t testing.TB, port int, hostHeader string) string {
 	return "http://" + ln.Addr().String()
 }
 
-func validateJSON(t testing.TB, schemaPath, docPath string) map[string]any {
+// schemaErr validates docPath against schemaPath.
+func schemaErr(t testing.TB, schemaPath, docPath string) error {
 	t.Helper()
-	c := jsonschema.NewCompiler()
-	sch, err := c.Compile(schemaPath)
+	sch, err := jsonschema.NewCompiler().Compile(schemaPath)
 	if err != nil {
 		t.Fatalf("compiling %s: %v", schemaPath, err)
 	}
@@ -164,7 +175,14 @@ func validateJSON(t testing.TB, schemaPath, docPath string) map[string]any {
 	if err != nil {
 		t.Fatalf("%s: %v", docPath, err)
 	}
-	if err := sch.Validate(inst); err != nil {
+	return sch.Validate(inst)
+}
+
+// validateJSON fails the test unless docPath matches schemaPath, and returns
+// the document.
+func validateJSON(t testing.TB, schemaPath, docPath string) map[string]any {
+	t.Helper()
+	if err := schemaErr(t, schemaPath, docPath); err != nil {
 		t.Fatalf("%s does not match %s: %v", docPath, schemaPath, err)
 	}
 	raw, _ := os.ReadFile(docPath)

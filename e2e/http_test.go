@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -315,5 +316,38 @@ func TestStorageOutage(t *testing.T) {
 	r, err := c.Call(ctx, "save_snippet", map[string]any{"name": "after", "content": "y"})
 	if err != nil || r.IsError {
 		t.Fatalf("save after outage: %v %s", err, r.Text)
+	}
+}
+
+// TestGracefulShutdown sends SIGTERM with an SSE stream open: the stream
+// ends (so the client reconnects elsewhere) and the process exits cleanly.
+func TestGracefulShutdown(t *testing.T) {
+	st := startStack(t, nil)
+	tid, oid := newUser()
+	_, rd, closeStream := openSSE(t, st.Handler.BaseURL, st.Issuer.Token(t, tid, oid))
+	defer closeStream()
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, rd)
+		ended <- err
+	}()
+	if err := st.Handler.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SSE stream still open 10 s after SIGTERM")
+	}
+	select {
+	case <-st.Handler.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler still running 10 s after SIGTERM")
+	}
+	if code := st.Handler.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, st.Handler.Logs())
 	}
 }
