@@ -3,7 +3,6 @@ package queues
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"strconv"
 	"unicode/utf8"
 
 	"github.com/mcp-apim/remote-mcp/handler/storage"
@@ -51,7 +50,7 @@ func ValidateName(name string) error {
 		case 'A' <= r && r <= 'Z':
 			return storage.Errorf(storage.ErrInvalid, "queue name contains '%c'; queue names are lowercase: %s", r, allowed)
 		default:
-			return storage.Errorf(storage.ErrInvalid, "queue name contains %s; %s", describe(r), allowed)
+			return storage.Errorf(storage.ErrInvalid, "queue name contains %s; %s", storage.QuoteRune(r), allowed)
 		}
 	}
 	if name[0] == '-' {
@@ -66,17 +65,4 @@ func ValidateName(name string) error {
 		}
 	}
 	return nil
-}
-
-// describe quotes a rejected character so that invisible ones show up.
-func describe(r rune) string {
-	switch {
-	case r == ' ':
-		return "a space"
-	case r == '\'':
-		return `"'"`
-	case strconv.IsPrint(r):
-		return "'" + string(r) + "'"
-	}
-	return strconv.QuoteRuneToASCII(r)
 }

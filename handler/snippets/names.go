@@ -1,7 +1,6 @@
 package snippets
 
 import (
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -56,22 +55,9 @@ func checkChars(what, s string) error {
 		if r < utf8.RuneSelf && (isAlnum(byte(r)) || r == '.' || r == '_' || r == '-') {
 			continue
 		}
-		return storage.Errorf(storage.ErrInvalid, "%s contains %s; use letters, digits, '.', '_' or '-'", what, describe(r))
+		return storage.Errorf(storage.ErrInvalid, "%s contains %s; use letters, digits, '.', '_' or '-'", what, storage.QuoteRune(r))
 	}
 	return nil
-}
-
-// describe quotes a rejected character so that invisible ones show up.
-func describe(r rune) string {
-	switch {
-	case r == ' ':
-		return "a space"
-	case r == '\'':
-		return `"'"`
-	case strconv.IsPrint(r):
-		return "'" + string(r) + "'"
-	}
-	return strconv.QuoteRuneToASCII(r)
 }
 
 func isAlnum(c byte) bool {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"syscall"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -192,4 +193,18 @@ func isNetwork(err error) bool {
 	return errors.As(err, &opErr) || errors.As(err, &dnsErr) || errors.As(err, &urlErr) ||
 		errors.As(err, &errno) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, net.ErrClosed)
+}
+
+// QuoteRune shows a rejected character in an error message so that
+// invisible and control characters are visible too.
+func QuoteRune(r rune) string {
+	switch {
+	case r == ' ':
+		return "a space"
+	case r == '\'':
+		return `"'"`
+	case strconv.IsPrint(r):
+		return "'" + string(r) + "'"
+	}
+	return strconv.QuoteRuneToASCII(r)
 }
