@@ -1,10 +1,12 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -44,6 +46,43 @@ type Validator struct {
 	keys      *KeySet
 	audiences []string
 	parser    *jwt.Parser
+	leeway    time.Duration
+	now       func() time.Time
+	verified  verifiedCache
+}
+
+// verifiedCache remembers tokens whose signature and claims were checked,
+// until they expire: an RSA verification is close to half the cost of a
+// tools/call, and a client sends the same token with every request.
+type verifiedCache struct {
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]Identity
+}
+
+// maxVerified bounds the cache; when full it is emptied, which only costs
+// re-verification.
+const maxVerified = 10000
+
+func (c *verifiedCache) get(k [sha256.Size]byte) (Identity, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.entries[k]
+	return id, ok
+}
+
+func (c *verifiedCache) put(k [sha256.Size]byte, id Identity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil || len(c.entries) >= maxVerified {
+		c.entries = make(map[[sha256.Size]byte]Identity)
+	}
+	c.entries[k] = id
+}
+
+func (c *verifiedCache) drop(k [sha256.Size]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, k)
 }
 
 // NewValidator returns a Validator, or an error describing the misconfiguration.
@@ -78,6 +117,8 @@ func NewValidator(opts ValidatorOptions) (*Validator, error) {
 	v := &Validator{
 		keys:      opts.Keys,
 		audiences: slices.Clone(opts.Audiences),
+		leeway:    leeway,
+		now:       now,
 	}
 	v.parser = jwt.NewParser(
 		// The method allow-list is what refuses alg=none and the HS256
@@ -119,6 +160,18 @@ func (v *Validator) Validate(raw string) (Identity, error) {
 	if len(raw) > MaxTokenSize {
 		return Identity{}, tokenError("token is too large", nil)
 	}
+	// A token seen before needs only its expiry checked again: everything
+	// else it was checked against is fixed for the Validator's life. Only
+	// the expiry moves with the clock (nbf and iat were already in the past
+	// when it was stored).
+	key := sha256.Sum256([]byte(raw))
+	if id, ok := v.verified.get(key); ok {
+		if v.now().Before(id.ExpiresAt.Add(v.leeway)) {
+			return id, nil
+		}
+		v.verified.drop(key)
+		return Identity{}, tokenError("token has expired", nil)
+	}
 	var c tokenClaims
 	tok, err := v.parser.ParseWithClaims(raw, &c, v.key)
 	if err != nil {
@@ -148,6 +201,7 @@ func (v *Validator) Validate(raw string) (Identity, error) {
 			break
 		}
 	}
+	v.verified.put(key, id)
 	return id, nil
 }
 

@@ -368,3 +368,44 @@ func TestValidateConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifiedTokensExpire checks the cache of verified tokens: a token
+// accepted once is accepted again without re-verification, but not after it
+// expires.
+func TestVerifiedTokensExpire(t *testing.T) {
+	iss := authtest.NewIssuer(t, gw)
+	keys, err := auth.ParseJWKS(iss.JWKS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := fixedNow()
+	v, err := auth.NewValidator(auth.ValidatorOptions{
+		Keys: keys, Issuer: gw, Audiences: []string{mcp}, Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := iss.User(authtest.GUID(), authtest.GUID())
+	c.IssuedAt, c.NotBefore, c.ExpiresAt = now.Add(-time.Minute), now.Add(-time.Minute), now.Add(10*time.Minute)
+	tok := iss.Mint(t, c)
+	first, err := v.Validate(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := v.Validate(tok)
+	if err != nil || again != first {
+		t.Fatalf("second validation: %v, identity %+v vs %+v", err, again, first)
+	}
+	now = now.Add(10*time.Minute + 59*time.Second) // within the minute of leeway
+	if _, err := v.Validate(tok); err != nil {
+		t.Fatalf("within leeway: %v", err)
+	}
+	now = now.Add(2 * time.Second)
+	if _, err := v.Validate(tok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("after expiry: err = %v, want an invalid token", err)
+	}
+	// A token that differs in one byte is not the cached one.
+	if _, err := v.Validate(tok[:len(tok)-1] + "A"); err == nil {
+		t.Fatal("altered token accepted")
+	}
+}
