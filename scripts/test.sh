@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting and vet, then every Go test, which
 # start what they need (Azurite, the handler, MCP Inspector's CLI, the
-# conformance suite) on loopback and stop it again.
+# conformance suite, the Mono gateway) on loopback and stop it again.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(repo_root)"
 
 npm_deps
 node22 >/dev/null
+bash scripts/mono.sh
 
 echo "==> gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
@@ -15,5 +16,6 @@ if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1
 echo "==> go vet"
 go vet ./...
 echo "==> go test"
-# MCP_REQUIRE_AZURITE turns "Azurite missing" from a skip into a failure.
-MCP_REQUIRE_AZURITE=1 go test -count=1 -timeout 20m "$@" ./...
+# MCP_REQUIRE_AZURITE and MCP_REQUIRE_MONO turn "not installed" from a skip
+# into a failure: here everything is installed, so nothing may be skipped.
+MCP_REQUIRE_AZURITE=1 MCP_REQUIRE_MONO=1 go test -count=1 -timeout 20m "$@" ./...
