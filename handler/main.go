@@ -20,6 +20,8 @@ import (
 	"github.com/mcp-apim/remote-mcp/handler/auth"
 	"github.com/mcp-apim/remote-mcp/handler/config"
 	"github.com/mcp-apim/remote-mcp/handler/httpapi"
+	"github.com/mcp-apim/remote-mcp/handler/internalapi"
+	"github.com/mcp-apim/remote-mcp/handler/oauthstore"
 	"github.com/mcp-apim/remote-mcp/handler/queues"
 	"github.com/mcp-apim/remote-mcp/handler/snippets"
 	"github.com/mcp-apim/remote-mcp/handler/storage"
@@ -55,6 +57,7 @@ func run() error {
 		return err
 	}
 	store := snippets.New(clients.Blob, snippetContainer)
+	oauth := oauthstore.New(clients.Blob, oauthstore.DefaultContainer, oauthstore.Options{})
 
 	opts := httpapi.Options{
 		ResourceURL:         cfg.ResourceURL,
@@ -80,6 +83,18 @@ func run() error {
 			return err
 		}
 	}
+	if cfg.InternalKey != "" {
+		internal, err := internalapi.New(internalapi.Options{Store: oauth, Key: cfg.InternalKey, Logger: log})
+		if err != nil {
+			return err
+		}
+		opts.Internal = internal
+		if !cfg.AuthOff {
+			opts.Check = oauthstore.NewFamilyChecker(oauth, cfg.FamilyCheckTTL).Check
+		}
+	} else if !cfg.AuthOff {
+		log.Warn("MCP_INTERNAL_KEY is not set: the internal OAuth API is off and tokens of revoked families are not refused")
+	}
 	opts.MCP = tools.NewServer(tools.Deps{
 		Snippets: store,
 		Queues:   queues.New(clients.Queue),
@@ -101,6 +116,11 @@ func run() error {
 		defer cancel()
 		if err := store.EnsureContainer(cctx); err != nil {
 			log.Error("could not create the snippets container; snippet tools fail until storage is reachable", "err", err)
+		}
+		if cfg.InternalKey != "" {
+			if err := oauth.EnsureContainer(cctx); err != nil {
+				log.Error("could not create the oauth container; the internal OAuth API fails until storage is reachable", "err", err)
+			}
 		}
 	}()
 

@@ -3,6 +3,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mcp-apim/remote-mcp/handler/storage"
 )
@@ -39,6 +41,12 @@ type Config struct {
 	Storage storage.Settings
 	// Debug turns on debug logging (MCP_LOG_LEVEL=debug).
 	Debug bool
+	// InternalKey authenticates API Management's calls to the internal
+	// OAuth API (MCP_INTERNAL_KEY). A secret: never log it.
+	InternalKey string
+	// FamilyCheckTTL is how long a token family's status is cached
+	// (MCP_FAMILY_CHECK_SECONDS, default 5).
+	FamilyCheckTTL time.Duration
 }
 
 // Load reads the configuration through getenv (os.Getenv in production, a map
@@ -99,6 +107,22 @@ func Load(getenv func(string) string, readFile func(string) ([]byte, error)) (Co
 			errs = append(errs, err)
 		}
 		c.JWKS = jwks
+	}
+
+	c.InternalKey = strings.TrimSpace(getenv("MCP_INTERNAL_KEY"))
+	if c.InternalKey != "" {
+		if b, err := base64.StdEncoding.DecodeString(c.InternalKey); err != nil || len(b) < 32 {
+			errs = append(errs, errors.New("MCP_INTERNAL_KEY must be at least 32 random bytes in base64"))
+		}
+	}
+	c.FamilyCheckTTL = 5 * time.Second
+	if v := strings.TrimSpace(getenv("MCP_FAMILY_CHECK_SECONDS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 300 {
+			errs = append(errs, fmt.Errorf("MCP_FAMILY_CHECK_SECONDS=%q: use 1 to 300", v))
+		} else {
+			c.FamilyCheckTTL = time.Duration(n) * time.Second
+		}
 	}
 
 	st, err := storage.SettingsFromEnv(getenv)

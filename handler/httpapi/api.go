@@ -27,7 +27,9 @@ const (
 	PathSSE     = "/mcp/sse"
 	PathMessage = "/mcp/message"
 	PathHealth  = "/healthz"
-	wellKnown   = "/.well-known/oauth-protected-resource"
+	// PathInternal is the internal OAuth API that only API Management calls.
+	PathInternal = "/internal/oauth/"
+	wellKnown    = "/.well-known/oauth-protected-resource"
 )
 
 // DefaultMaxBody bounds a request body: a snippet of 256 KiB may grow six
@@ -51,6 +53,12 @@ type Options struct {
 	KeepAlive    time.Duration
 	MaxBody      int64
 	Logger       *slog.Logger
+	// Check runs after a token validates (auth.AuthenticatorOptions.Check):
+	// the refusal of revoked token families. Nil: no check.
+	Check func(ctx context.Context, id auth.Identity) error
+	// Internal, if set, serves the internal OAuth API under PathInternal.
+	// It authenticates its callers itself.
+	Internal http.Handler
 }
 
 // API is the handler's HTTP surface.
@@ -109,6 +117,7 @@ func New(o Options) (*API, error) {
 		return auth.Authenticator(auth.AuthenticatorOptions{
 			Validator:   o.Validator,
 			LocalUser:   o.LocalUser,
+			Check:       o.Check,
 			Scope:       auth.DefaultScope,
 			MetadataURL: func(*http.Request) string { return metadataURL(resource) },
 		})
@@ -128,6 +137,11 @@ func New(o Options) (*API, error) {
 	mux.Handle(PathMCP, guard.wrap(limit(mcpAuth(streamable))))
 	mux.Handle(PathSSE, guard.wrap(sseAuth(sseServer.StreamHandler())))
 	mux.Handle(PathMessage, guard.wrap(limit(sseAuth(sseServer.MessageHandler()))))
+	if o.Internal != nil {
+		// No bearer token, host guard or body limit here: the internal API
+		// checks its own key and limits bodies to 16 KiB.
+		mux.Handle(PathInternal, o.Internal)
+	}
 
 	servers := []string{o.AuthorizationServer}
 	if o.AuthorizationServer == "" {
