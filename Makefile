@@ -1,5 +1,5 @@
 # The two commands users need: `make run` and `make test`. The rest are steps.
-.PHONY: run test build bench fuzz clean
+.PHONY: run test build dist gateway gateway-check bench fuzz clean
 
 run: ## run the MCP server locally (Azurite + handler, auth off)
 	bash scripts/run-local.sh
@@ -7,8 +7,19 @@ run: ## run the MCP server locally (Azurite + handler, auth off)
 test: ## run the whole test suite
 	bash scripts/test.sh
 
-build: ## stage the deployable Functions package in dist/
+build: dist gateway ## stage dist/ and compile the local API Management gateway
+
+dist: ## stage the deployable Functions package in dist/
 	go run ./scripts/stage -out dist
+
+gateway: ## compile the local API Management gateway (installs Mono on Debian/Ubuntu)
+	bash scripts/mono.sh
+	bash apim-policies/gateway/build.sh
+
+MANIFEST ?= apim-policies/apis.json
+NAMED_VALUES ?= .run/named-values.json
+gateway-check: gateway ## list every problem of a policy bundle (MANIFEST, NAMED_VALUES)
+	mono apim-policies/gateway/bin/gateway.exe check --manifest $(MANIFEST) --named-values $(NAMED_VALUES)
 
 bench: ## benchmark report (tools/call throughput, start-up time)
 	bash scripts/bench.sh
@@ -18,4 +29,4 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	bash scripts/fuzz.sh $(FUZZTIME)
 
 clean:
-	rm -rf dist bin .run
+	rm -rf dist bin .run apim-policies/gateway/bin
