@@ -1,8 +1,9 @@
 # The two commands users need: `make run` and `make test`. The rest are steps.
 .PHONY: run test build dist gateway gateway-check bench fuzz clean
 
-run: ## run the MCP server locally (Azurite + handler, auth off)
-	bash scripts/run-local.sh
+AUTH ?= on
+run: ## run the whole system locally: Azurite, handler, Entra stand-in, gateway on :8000 (AUTH=off: the handler alone, no sign-in)
+	AUTH=$(AUTH) bash scripts/run-local.sh
 
 test: ## run the whole test suite
 	bash scripts/test.sh

@@ -24,13 +24,17 @@ const (
 	TokenSigningKey = "TokenSigningKey"
 	TokenSigningKid = "TokenSigningKid"
 	TokenJwks       = "TokenJwks"
-	BrowserKey      = "BrowserKey"
-	InternalKey     = "InternalKey"
+	// TokenJwkN and TokenJwkE are the public key's modulus and exponent
+	// (base64url): validate-jwt takes an RSA key only as literal n and e.
+	TokenJwkN   = "TokenJwkN"
+	TokenJwkE   = "TokenJwkE"
+	BrowserKey  = "BrowserKey"
+	InternalKey = "InternalKey"
 )
 
 // Names lists every key, in the order they are generated.
 func Names() []string {
-	return []string{TokenSigningKey, TokenSigningKid, TokenJwks, BrowserKey, InternalKey}
+	return []string{TokenSigningKey, TokenSigningKid, TokenJwks, TokenJwkN, TokenJwkE, BrowserKey, InternalKey}
 }
 
 // RSABits is the size of the signing key.
@@ -75,6 +79,19 @@ func Complete(random io.Reader, have map[string]string) (out map[string]string, 
 		added = append(added, TokenJwks)
 	} else if err := jwksHasKid(out[TokenJwks], kid); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", TokenJwks, err)
+	}
+	for name, want := range map[string]string{
+		TokenJwkN: b64url(key.N.Bytes()),
+		TokenJwkE: b64url(big.NewInt(int64(key.E)).Bytes()),
+	} {
+		switch out[name] {
+		case want:
+		case "":
+			out[name] = want
+			added = append(added, name)
+		default:
+			return nil, nil, fmt.Errorf("%s does not belong to %s", name, TokenSigningKey)
+		}
 	}
 	for _, name := range []string{BrowserKey, InternalKey} {
 		if out[name] != "" {
