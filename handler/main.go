@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mcp-apim/remote-mcp/handler/auth"
+	"github.com/mcp-apim/remote-mcp/handler/backplane"
 	"github.com/mcp-apim/remote-mcp/handler/config"
 	"github.com/mcp-apim/remote-mcp/handler/httpapi"
 	"github.com/mcp-apim/remote-mcp/handler/internalapi"
@@ -95,6 +96,16 @@ func run() error {
 	} else if !cfg.AuthOff {
 		log.Warn("MCP_INTERNAL_KEY is not set: the internal OAuth API is off and tokens of revoked families are not refused")
 	}
+	// The SSE backplane needs the internal key for its MACs; without it
+	// (one local instance) sessions are reachable on this instance only.
+	var bp *backplane.Backplane
+	if cfg.InternalKey != "" {
+		bp, err = backplane.New(backplane.Options{Client: clients.Queue, Key: cfg.InternalKey, Logger: log})
+		if err != nil {
+			return err
+		}
+		opts.Backplane = bp
+	}
 	opts.MCP = tools.NewServer(tools.Deps{
 		Snippets: store,
 		Queues:   queues.New(clients.Queue),
@@ -124,6 +135,24 @@ func run() error {
 		}
 	}()
 
+	bpCtx, stopBP := context.WithCancel(context.Background())
+	defer stopBP()
+	bpDone := make(chan struct{})
+	if bp != nil {
+		go func() {
+			defer close(bpDone)
+			sctx, cancel := context.WithTimeout(bpCtx, 30*time.Second)
+			if err := bp.Start(sctx); err != nil {
+				// Run recreates the queue when its polls find it missing.
+				log.Error("could not create the backplane queue; SSE messages from other instances wait until storage is reachable", "err", err)
+			}
+			cancel()
+			bp.Run(bpCtx, api.Deliver)
+		}()
+	} else {
+		close(bpDone)
+	}
+
 	ln, err := net.Listen("tcp", cfg.ListenAddr())
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -149,6 +178,14 @@ func run() error {
 	// SSE streams never end on their own: close them first so that
 	// srv.Shutdown only waits for ordinary requests.
 	err = errors.Join(api.Shutdown(sctx), srv.Shutdown(sctx))
+	// Streams are closed: stop taking forwarded messages and delete the
+	// queue, so POSTs for this instance's sessions get "session not found;
+	// reconnect" at once instead of waiting.
+	stopBP()
+	<-bpDone
+	if bp != nil {
+		err = errors.Join(err, bp.Close(sctx))
+	}
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -42,7 +42,9 @@ type Config struct {
 	// Debug turns on debug logging (MCP_LOG_LEVEL=debug).
 	Debug bool
 	// InternalKey authenticates API Management's calls to the internal
-	// OAuth API (MCP_INTERNAL_KEY). A secret: never log it.
+	// OAuth API (MCP_INTERNAL_KEY) and keys the MACs of SSE message URLs
+	// (purpose sse-instance); it also turns on the SSE backplane. A secret:
+	// never log it.
 	InternalKey string
 	// FamilyCheckTTL is how long a token family's status is cached
 	// (MCP_FAMILY_CHECK_SECONDS, default 5).

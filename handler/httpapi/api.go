@@ -18,6 +18,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/mcp-apim/remote-mcp/handler/auth"
+	"github.com/mcp-apim/remote-mcp/handler/backplane"
 	"github.com/mcp-apim/remote-mcp/handler/sse"
 )
 
@@ -59,6 +60,9 @@ type Options struct {
 	// Internal, if set, serves the internal OAuth API under PathInternal.
 	// It authenticates its callers itself.
 	Internal http.Handler
+	// Backplane, if set, makes SSE sessions reachable from every instance;
+	// feed it to Deliver with Backplane.Run.
+	Backplane *backplane.Backplane
 }
 
 // API is the handler's HTTP surface.
@@ -104,6 +108,7 @@ func New(o Options) (*API, error) {
 		KeepAlive:   o.KeepAlive,
 		MaxBody:     o.MaxBody,
 		Logger:      o.Logger,
+		Backplane:   o.Backplane,
 		Owner: func(r *http.Request) (string, bool) {
 			id, ok := auth.IdentityFrom(r.Context())
 			return id.Subject, ok
@@ -178,6 +183,10 @@ func New(o Options) (*API, error) {
 func messagePath(resource *url.URL) string {
 	return resource.Path + "/message"
 }
+
+// Deliver takes an SSE message another instance forwarded (see
+// backplane.Backplane.Run).
+func (a *API) Deliver(e backplane.Envelope) { a.sse.Deliver(e) }
 
 // Handler is the root http.Handler.
 func (a *API) Handler() http.Handler { return a.handler }

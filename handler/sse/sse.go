@@ -24,6 +24,9 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcp-apim/remote-mcp/handler/backplane"
+	"github.com/mcp-apim/remote-mcp/handler/storage"
 )
 
 // DefaultKeepAlive is below every idle timeout between a client and the
@@ -46,6 +49,11 @@ type Options struct {
 	// MaxBody bounds a posted message. Zero means 4 MiB.
 	MaxBody int64
 	Logger  *slog.Logger
+	// Backplane, if set, makes sessions reachable from every instance: the
+	// message URL names this instance with a MAC, a POST for a session held
+	// elsewhere is forwarded to its owner, and Deliver takes forwarded
+	// messages in. Nil: sessions are reachable on this instance only.
+	Backplane *backplane.Backplane
 }
 
 // Server holds the sessions of one handler instance.
@@ -82,10 +90,12 @@ type session struct {
 	owner  string
 	events chan []byte
 	notes  chan mcp.JSONRPCNotification
-	done   chan struct{}
-	once   sync.Once
-	init   atomic.Bool
-	level  atomic.Value // mcp.LoggingLevel
+	// inbox holds forwarded messages, handled one at a time in order.
+	inbox chan []byte
+	done  chan struct{}
+	once  sync.Once
+	init  atomic.Bool
+	level atomic.Value // mcp.LoggingLevel
 }
 
 func (s *session) SessionID() string                                   { return s.id }
@@ -149,6 +159,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 		owner:  owner,
 		events: make(chan []byte, 64),
 		notes:  make(chan mcp.JSONRPCNotification, 64),
+		inbox:  make(chan []byte, 64),
 		done:   make(chan struct{}),
 	}
 	s.mu.Lock()
@@ -176,7 +187,16 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // keep reverse proxies from buffering the stream
 	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprintf(w, "event: endpoint\ndata: %s?sessionId=%s\n\n", s.opts.MessagePath, sess.id); err != nil {
+	endpoint := s.opts.MessagePath + "?sessionId=" + sess.id
+	if bp := s.opts.Backplane; bp != nil {
+		// Session ids and MACs are base64url and instance ids lowercase
+		// alphanumerics: nothing to escape.
+		endpoint += "&instance=" + bp.ID() + "&sig=" + bp.Sign(bp.ID(), sess.id, owner)
+		// Forwarded messages run with the stream's identity (the same user,
+		// checked by the forwarder's MAC and again in Deliver).
+		go s.drain(context.WithoutCancel(r.Context()), sess)
+	}
+	if _, err := fmt.Fprintf(w, "event: endpoint\ndata: %s\n\n", endpoint); err != nil {
 		return
 	}
 	if err := rc.Flush(); err != nil {
@@ -235,7 +255,7 @@ func (s *Server) serveMessage(w http.ResponseWriter, r *http.Request) {
 	sess := s.sessions[id]
 	s.mu.Unlock()
 	if sess == nil {
-		writeError(w, http.StatusNotFound, "no such session: it ended or never existed; open a new stream")
+		s.forward(w, r, id)
 		return
 	}
 	owner, ok := s.opts.Owner(r)
@@ -244,18 +264,8 @@ func (s *Server) serveMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeRPCError(w, http.StatusRequestEntityTooLarge, mcp.INVALID_REQUEST, fmt.Sprintf("message larger than %d bytes", s.opts.MaxBody))
-			return
-		}
-		writeRPCError(w, http.StatusBadRequest, mcp.PARSE_ERROR, "could not read the request body")
-		return
-	}
-	if !json.Valid(body) {
-		writeRPCError(w, http.StatusBadRequest, mcp.PARSE_ERROR, "request body is not valid JSON")
+	body, ok := s.readMessage(w, r)
+	if !ok {
 		return
 	}
 
@@ -270,32 +280,159 @@ func (s *Server) serveMessage(w http.ResponseWriter, r *http.Request) {
 
 	// The answer travels on the stream, so the work must outlive this POST,
 	// but not the session.
-	ctx, cancel := context.WithCancel(s.mcp.WithContext(context.WithoutCancel(r.Context()), sess))
 	w.WriteHeader(http.StatusAccepted)
 	go func() {
 		defer s.inflight.Done()
-		defer cancel()
-		go func() {
-			select {
-			case <-sess.done:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		resp := s.mcp.HandleMessage(ctx, body)
-		if resp == nil {
-			return // a notification or a client's response: nothing to send
-		}
-		b, err := json.Marshal(resp)
-		if err != nil {
-			s.opts.Logger.Error("sse: encoding response", "err", err)
-			return
-		}
+		s.handle(context.WithoutCancel(r.Context()), sess, body)
+	}()
+}
+
+// handle runs one client message and puts the answer on the stream. The
+// work ends early if the session does.
+func (s *Server) handle(base context.Context, sess *session, body []byte) {
+	ctx, cancel := context.WithCancel(s.mcp.WithContext(base, sess))
+	defer cancel()
+	go func() {
 		select {
-		case sess.events <- messageEvent(b):
 		case <-sess.done:
+			cancel()
+		case <-ctx.Done():
 		}
 	}()
+	resp := s.mcp.HandleMessage(ctx, body)
+	if resp == nil {
+		return // a notification or a client's response: nothing to send
+	}
+	b, err := json.Marshal(resp)
+	if err != nil {
+		s.opts.Logger.Error("sse: encoding response", "err", err)
+		return
+	}
+	select {
+	case sess.events <- messageEvent(b):
+	case <-sess.done:
+	}
+}
+
+// drain handles a session's forwarded messages one at a time, in the order
+// the backplane delivered them, until the session ends.
+func (s *Server) drain(base context.Context, sess *session) {
+	for {
+		select {
+		case <-sess.done:
+			return
+		case body := <-sess.inbox:
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				return
+			}
+			s.inflight.Add(1)
+			s.mu.Unlock()
+			s.handle(base, sess, body)
+			s.inflight.Done()
+		}
+	}
+}
+
+// Deliver takes a message forwarded by another instance for one of this
+// instance's sessions. A message for a session that no longer exists, or
+// whose caller is not the session's owner, is dropped: nobody is left to
+// answer, or nobody should be. It blocks while the session's inbox is full.
+func (s *Server) Deliver(e backplane.Envelope) {
+	s.mu.Lock()
+	sess := s.sessions[e.Session]
+	closed := s.closed
+	s.mu.Unlock()
+	switch {
+	case sess == nil || closed:
+		s.opts.Logger.Debug("sse: dropping a forwarded message for a session that is gone", "from", e.From)
+		return
+	case e.Subject != sess.owner:
+		s.opts.Logger.Warn("sse: dropping a forwarded message whose caller does not own the session", "from", e.From)
+		return
+	}
+	select {
+	case sess.inbox <- e.Message:
+	case <-sess.done:
+	case <-s.closing:
+	}
+}
+
+// forward handles a POST for a session this instance does not hold: with a
+// backplane, a message URL naming another instance is checked and the
+// message queued for that instance.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, id string) {
+	bp := s.opts.Backplane
+	q := r.URL.Query()
+	instance := q.Get("instance")
+	if bp == nil || instance == "" {
+		writeError(w, http.StatusNotFound, "no such session: it ended or never existed; open a new stream")
+		return
+	}
+	if instance == bp.ID() {
+		writeError(w, http.StatusNotFound, "session not found; reconnect: it ended on the instance that held it")
+		return
+	}
+	owner, ok := s.opts.Owner(r)
+	if !ok {
+		writeError(w, http.StatusForbidden, "this session belongs to another user")
+		return
+	}
+	sig := q.Get("sig")
+	if sig == "" {
+		writeError(w, http.StatusBadRequest, "missing sig query parameter; use the URL of the stream's endpoint event unchanged")
+		return
+	}
+	if !bp.Verify(instance, id, owner, sig) {
+		// An altered URL and another user's session look the same here.
+		writeError(w, http.StatusForbidden, "this session belongs to another user, or its message URL was altered; use the URL of the stream's endpoint event unchanged")
+		return
+	}
+	body, ok := s.readMessage(w, r)
+	if !ok {
+		return
+	}
+	err := bp.Forward(r.Context(), instance, backplane.Envelope{Session: id, Subject: owner, Message: body})
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusAccepted)
+	case errors.Is(err, backplane.ErrGone):
+		writeError(w, http.StatusNotFound, "session not found; reconnect: the instance that held it has stopped")
+	case errors.Is(err, backplane.ErrTooLarge):
+		writeRPCError(w, http.StatusRequestEntityTooLarge, mcp.INVALID_REQUEST,
+			fmt.Sprintf("message too large to forward to the instance holding this session (at most about %d bytes of JSON)", backplane.MaxEncoded*3/4-256))
+	case errors.Is(err, context.Canceled):
+		writeError(w, http.StatusServiceUnavailable, "the request was canceled")
+	default:
+		msg := "could not forward the message to the instance holding this session; try again"
+		var se *storage.Error
+		if errors.As(err, &se) {
+			msg += ": " + se.Msg
+		}
+		s.opts.Logger.Warn("sse: forwarding failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, msg)
+	}
+}
+
+// readMessage reads and checks a posted JSON-RPC message, answering the
+// POST itself when it is unusable.
+func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeRPCError(w, http.StatusRequestEntityTooLarge, mcp.INVALID_REQUEST, fmt.Sprintf("message larger than %d bytes", s.opts.MaxBody))
+			return nil, false
+		}
+		writeRPCError(w, http.StatusBadRequest, mcp.PARSE_ERROR, "could not read the request body")
+		return nil, false
+	}
+	if !json.Valid(body) {
+		writeRPCError(w, http.StatusBadRequest, mcp.PARSE_ERROR, "request body is not valid JSON")
+		return nil, false
+	}
+	return body, true
 }
 
 // Shutdown ends every stream, so that clients reconnect (to another

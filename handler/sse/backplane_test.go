@@ -1,0 +1,201 @@
+package sse
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcp-apim/remote-mcp/handler/backplane"
+	"github.com/mcp-apim/remote-mcp/handler/storage"
+	"github.com/mcp-apim/remote-mcp/handler/testenv"
+)
+
+type instance struct {
+	srv *Server
+	ts  *httptest.Server
+	bp  *backplane.Backplane
+}
+
+// startInstances runs n SSE servers whose backplanes share one Azurite and
+// one key, as handler instances do.
+func startInstances(t *testing.T, n int) []*instance {
+	t.Helper()
+	az := testenv.StartAzurite(t)
+	settings, err := storage.SettingsFromEnv(func(k string) string {
+		if k == storage.EnvConnection {
+			return az.ConnectionString
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := storage.NewClients(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	key := base64.StdEncoding.EncodeToString(k)
+	var out []*instance
+	for range n {
+		bp, err := backplane.New(backplane.Options{Client: clients.Queue, Key: key, MinPoll: 10 * time.Millisecond, MaxPoll: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		if err := bp.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		s, err := New(server.NewMCPServer("t", "1"), Options{
+			MessagePath: "/mcp/message",
+			KeepAlive:   time.Hour,
+			MaxBody:     1 << 20,
+			Backplane:   bp,
+			Owner: func(r *http.Request) (string, bool) {
+				u := r.Header.Get("X-User")
+				return u, u != ""
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/mcp/sse", s.StreamHandler())
+		mux.Handle("/mcp/message", s.MessageHandler())
+		ts := httptest.NewServer(mux)
+		runCtx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); bp.Run(runCtx, s.Deliver) }()
+		t.Cleanup(func() {
+			stop()
+			<-done
+			ts.Close()
+			_ = bp.Close(context.Background())
+		})
+		out = append(out, &instance{srv: s, ts: ts, bp: bp})
+	}
+	return out
+}
+
+func TestForwardedMessagesAnswerOnTheOwnersStream(t *testing.T) {
+	in := startInstances(t, 2)
+	a, b := in[0], in[1]
+	s, endpoint := open(t, a.ts, "alice")
+	if !strings.Contains(endpoint, "&instance="+a.bp.ID()+"&sig=") {
+		t.Fatalf("endpoint %q does not name the instance", endpoint)
+	}
+
+	// Many messages through the other instance arrive in order.
+	const n = 20
+	for i := range n {
+		if code := post(t, b.ts.URL+endpoint, "alice", fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i)); code != 202 {
+			t.Fatalf("post %d through b: %d", i, code)
+		}
+	}
+	for i := range n {
+		ev, data := s.next(t)
+		if ev != "message" || !strings.Contains(data, fmt.Sprintf(`"id":%d,`, i)) || !strings.Contains(data, `"result"`) {
+			t.Fatalf("answer %d: %q %q", i, ev, data)
+		}
+	}
+	// Local posts still work beside forwarded ones.
+	if code := post(t, a.ts.URL+endpoint, "alice", `{"jsonrpc":"2.0","id":99,"method":"ping"}`); code != 202 {
+		t.Fatalf("local post: %d", code)
+	}
+	if _, data := s.next(t); !strings.Contains(data, `"id":99`) {
+		t.Fatalf("local answer %q", data)
+	}
+
+	ping := `{"jsonrpc":"2.0","id":1,"method":"ping"}`
+	sid := strings.TrimPrefix(strings.SplitN(endpoint, "&", 2)[0], "/mcp/message?sessionId=")
+	other, _ := backplane.New(backplane.Options{Client: offlineClient(t), Key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+	cases := []struct {
+		name, url, user, body string
+		want                  int
+	}{
+		{"other user", endpoint, "bob", ping, 403},
+		{"no user", endpoint, "", ping, 403},
+		{"no sig", strings.Split(endpoint, "&sig=")[0], "alice", ping, 400},
+		{"altered sig", endpoint[:len(endpoint)-2] + "AA", "alice", ping, 403},
+		{"sig of another key", strings.Split(endpoint, "&sig=")[0] + "&sig=" + other.Sign(a.bp.ID(), sid, "alice"), "alice", ping, 403},
+		{"other instance named", strings.Replace(endpoint, a.bp.ID(), b.bp.ID(), 1), "alice", ping, 404},
+		{"not json", endpoint, "alice", `{"jsonrpc":`, 400},
+		{"too large for a queue message", endpoint, "alice", `{"pad":"` + strings.Repeat("x", 64<<10) + `"}`, 413},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if code := post(t, b.ts.URL+c.url, c.user, c.body); code != c.want {
+				t.Fatalf("status %d, want %d", code, c.want)
+			}
+		})
+	}
+
+	// Once the owner is gone (its queue deleted), its sessions are known to
+	// be gone everywhere.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := a.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.bp.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "POST", b.ts.URL+endpoint, strings.NewReader(ping))
+	req.Header.Set("X-User", "alice")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body strings.Builder
+	_, _ = fmt.Fprint(&body, resp.Status)
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("post for a stopped instance's session: %s", body.String())
+	}
+}
+
+// A forwarded message for a session that ended is dropped, and the
+// instance keeps delivering the others.
+func TestForwardedMessageForEndedSessionIsDropped(t *testing.T) {
+	in := startInstances(t, 2)
+	a, b := in[0], in[1]
+	gone, goneEndpoint := open(t, a.ts, "alice")
+	gone.body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.srv.Sessions() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the closed stream's session stayed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code := post(t, b.ts.URL+goneEndpoint, "alice", `{"jsonrpc":"2.0","id":1,"method":"ping"}`); code != 202 {
+		t.Fatalf("post for an ended session on a live instance: %d (it cannot know yet)", code)
+	}
+	s, endpoint := open(t, a.ts, "alice")
+	if code := post(t, b.ts.URL+endpoint, "alice", `{"jsonrpc":"2.0","id":2,"method":"ping"}`); code != 202 {
+		t.Fatalf("post: %d", code)
+	}
+	if _, data := s.next(t); !strings.Contains(data, `"id":2`) {
+		t.Fatalf("got %q", data)
+	}
+}
+
+// offlineClient is a queue client that is never called.
+func offlineClient(t *testing.T) *azqueue.ServiceClient {
+	c, err := azqueue.NewServiceClientWithNoCredential("http://127.0.0.1:1/devstoreaccount1/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
