@@ -12,6 +12,8 @@
 package auth
 
 import (
+	"github.com/mcp-apim/remote-mcp/handler/guid"
+
 	"context"
 	"errors"
 	"slices"
@@ -60,35 +62,13 @@ func (id Identity) HasScope(scope string) bool {
 // checkNamespace refuses identities whose tid or oid could not safely become
 // part of a storage path.
 func (id Identity) checkNamespace() error {
-	if !isGUID(id.TenantID) {
+	if !guid.Valid(id.TenantID) {
 		return errors.New("tid must be a GUID")
 	}
-	if !isGUID(id.ObjectID) {
+	if !guid.Valid(id.ObjectID) {
 		return errors.New("oid must be a GUID")
 	}
 	return nil
-}
-
-// isGUID accepts the canonical 8-4-4-4-12 hex form only. Braces, URNs and
-// other spellings are refused so that one user maps to exactly one owner.
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // identityKey is unexported so that no other package can read or overwrite

@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"github.com/mcp-apim/remote-mcp/handler/guid"
+
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -303,10 +305,10 @@ const maxFamilyIDLen = 128
 // handler relies on: tid and oid become storage paths, sub is their
 // combination, and fid names the family a revocation check reads.
 func (c tokenClaims) Validate() error {
-	if !isGUID(c.TenantID) {
+	if !guid.Valid(c.TenantID) {
 		return tokenError("token tid claim must be a GUID", nil)
 	}
-	if !isGUID(c.ObjectID) {
+	if !guid.Valid(c.ObjectID) {
 		return tokenError("token oid claim must be a GUID", nil)
 	}
 	if c.Subject != c.TenantID+":"+c.ObjectID {

@@ -1,6 +1,8 @@
 package oauthstore
 
 import (
+	"github.com/mcp-apim/remote-mcp/handler/guid"
+
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -176,10 +178,10 @@ func validateUser(u User) (User, error) {
 	bad := func(format string, args ...any) (User, error) {
 		return User{}, oauthError(CodeInvalidRequest, format, args...)
 	}
-	if !isGUID(u.TenantID) {
+	if !guid.Valid(u.TenantID) {
 		return bad("tid must be a GUID")
 	}
-	if !isGUID(u.ObjectID) {
+	if !guid.Valid(u.ObjectID) {
 		return bad("oid must be a GUID")
 	}
 	want := u.TenantID + ":" + u.ObjectID
@@ -410,28 +412,6 @@ func isScopeList(s string) bool {
 		}
 		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
 			return false
-		}
-	}
-	return true
-}
-
-// isGUID accepts the canonical 8-4-4-4-12 hex form, as the handler's token
-// validator does.
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
 		}
 	}
 	return true

@@ -13,7 +13,7 @@ func TestCreateCodeValidates(t *testing.T) {
 	c := registerClient(t, st)
 	_, ch := pkce()
 	good := Grant{ClientID: c.ClientID, RedirectURI: testRedirect, CodeChallenge: ch, Resource: testResource,
-		Scope: "mcp.tools", User: User{TenantID: guid(), ObjectID: guid()}}
+		Scope: "mcp.tools", User: User{TenantID: randomGUID(), ObjectID: randomGUID()}}
 
 	tests := []struct {
 		name   string

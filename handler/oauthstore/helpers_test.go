@@ -81,7 +81,7 @@ func randomHex(n int) string {
 	return fmt.Sprintf("%x", b)
 }
 
-func guid() string {
+func randomGUID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
@@ -123,7 +123,7 @@ func newFlow(t *testing.T, st *Store) flow {
 	t.Helper()
 	c := registerClient(t, st)
 	v, ch := pkce()
-	u := User{TenantID: guid(), ObjectID: guid(), Name: "Ada", PreferredUsername: "ada@example.com"}
+	u := User{TenantID: randomGUID(), ObjectID: randomGUID(), Name: "Ada", PreferredUsername: "ada@example.com"}
 	code, err := st.CreateCode(t.Context(), Grant{
 		ClientID: c.ClientID, RedirectURI: testRedirect, CodeChallenge: ch,
 		CodeChallengeMethod: "S256", Resource: testResource, Scope: "mcp.tools", User: u,

@@ -6,6 +6,8 @@
 package storage
 
 import (
+	"github.com/mcp-apim/remote-mcp/handler/guid"
+
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -276,7 +278,7 @@ func identitySettings(getenv func(string) string) (Settings, error) {
 		return Settings{}, fmt.Errorf("%s must be \"managedidentity\" or unset", EnvCredential)
 	}
 	if clientID != "" {
-		if !isGUID(clientID) {
+		if !guid.Valid(clientID) {
 			return Settings{}, fmt.Errorf("%s must be the client id (a GUID) of a user-assigned managed identity", EnvClientID)
 		}
 		s.ClientID = clientID
@@ -318,8 +320,6 @@ func validateAccountName(name string) error {
 	}
 	return nil
 }
-
-func isGUID(s string) bool { return isLowerGUID(strings.ToLower(s)) }
 
 func canonicalKey(lower string) string {
 	for _, k := range []string{"DefaultEndpointsProtocol", "AccountName", "AccountKey", "EndpointSuffix",
