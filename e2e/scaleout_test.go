@@ -123,6 +123,13 @@ type scaleOut struct {
 // tokens of unknown families), and the user's subject.
 func (so *scaleOut) Token(t testing.TB) (token, subject string) {
 	t.Helper()
+	tid, oid := newUser()
+	return so.TokenFor(t, tid, oid)
+}
+
+// TokenFor is Token for a given user (a new family each call).
+func (so *scaleOut) TokenFor(t testing.TB, tid, oid string) (token, subject string) {
+	t.Helper()
 	base := so.Handlers[0].BaseURL
 	internal := func(path string, body any) map[string]any {
 		t.Helper()
@@ -140,7 +147,6 @@ func (so *scaleOut) Token(t testing.TB) (token, subject string) {
 	}
 	verifier := strings.Repeat("v", 43)
 	sum := sha256.Sum256([]byte(verifier))
-	tid, oid := newUser()
 	issued := internal("codes", map[string]any{
 		"client_id": so.clientID, "redirect_uri": "http://127.0.0.1/cb",
 		"code_challenge": base64.RawURLEncoding.EncodeToString(sum[:]), "code_challenge_method": "S256",
@@ -158,6 +164,12 @@ var instanceLog = regexp.MustCompile(`backplane queue ready"? instance=([a-z0-9]
 
 func startScaleOut(t testing.TB, n int) *scaleOut {
 	t.Helper()
+	return startScaleOutEnv(t, n, nil)
+}
+
+// startScaleOutEnv is startScaleOut with extra handler environment.
+func startScaleOutEnv(t testing.TB, n int, extra map[string]string) *scaleOut {
+	t.Helper()
 	az := testenv.StartAzurite(t)
 	port := freePort(t)
 	origin := "http://127.0.0.1:" + strconv.Itoa(port)
@@ -170,6 +182,9 @@ func startScaleOut(t testing.TB, n int) *scaleOut {
 		"MCP_TOKEN_ISSUER":    origin,
 		"MCP_RESOURCE_URL":    origin + "/mcp",
 		"MCP_INTERNAL_KEY":    base64.StdEncoding.EncodeToString(k),
+	}
+	for k, v := range extra {
+		env[k] = v
 	}
 	so := &scaleOut{Azurite: az, Issuer: iss, key: env["MCP_INTERNAL_KEY"]}
 	var urls []string
