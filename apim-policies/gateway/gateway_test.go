@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mcp-apim/remote-mcp/handler/testenv"
 	"io"
 	"math/big"
 	"net"
@@ -453,28 +454,10 @@ func (e *testEnv) expandTokens(s string, tokens map[string]tokenSpec, minted map
 // ---------------------------------------------------------------------------
 // Gateway processes.
 
-// syncBuffer collects a process's output for failure reports.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // readyWriter is the gateway's stdout: it copies everything to log and
 // reports the first "listening on <url>" line.
 type readyWriter struct {
-	log     *syncBuffer
+	log     *testenv.SyncBuffer
 	partial []byte
 	ready   chan string
 	once    sync.Once
@@ -507,7 +490,7 @@ type Gateway struct {
 
 	cmd    *exec.Cmd
 	stdout *readyWriter
-	output *syncBuffer // stdout and stderr, interleaved
+	output *testenv.SyncBuffer // stdout and stderr, interleaved
 	done   chan struct{}
 	err    error // cmd.Wait's result, once done is closed
 }
@@ -548,7 +531,7 @@ func writeBundle(t testing.TB, dir string, manifest any, extra map[string]string
 func startGateway(t testing.TB, b bundle) *Gateway {
 	t.Helper()
 	exe := needGateway(t)
-	g := &Gateway{output: &syncBuffer{}, done: make(chan struct{})}
+	g := &Gateway{output: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	g.stdout = &readyWriter{log: g.output, ready: make(chan string, 1)}
 	g.cmd = exec.Command("mono", "--debug", exe, "serve",
 		"--manifest", b.Manifest, "--named-values", b.NamedValues, "--port", "0", "--host", "127.0.0.1")
@@ -623,7 +606,7 @@ func runCheck(t testing.TB, b bundle) (int, string) {
 	exe := needGateway(t)
 	cmd := exec.Command("mono", "--debug", exe, "check", "--manifest", b.Manifest, "--named-values", b.NamedValues)
 	cmd.Dir = filepath.Dir(b.Manifest)
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second

@@ -1147,7 +1147,7 @@ func (ins *cliInspector) run(t *testing.T, ctx context.Context, interactive bool
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr cliSyncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr // stdin is /dev/null: never a TTY
 	seen := len(cliOpened(ins.opened))
 	start := time.Now()
@@ -1279,23 +1279,4 @@ func cliFreePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// cliSyncBuffer is a bytes.Buffer safe for the process's writers and the
-// test's readers.
-type cliSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *cliSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *cliSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

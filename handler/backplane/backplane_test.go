@@ -15,7 +15,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
-	"github.com/mcp-apim/remote-mcp/handler/storage"
 	"github.com/mcp-apim/remote-mcp/handler/testenv"
 )
 
@@ -28,19 +27,7 @@ func testKey() string {
 func queueClient(t *testing.T) (*azqueue.ServiceClient, testenv.Azurite) {
 	t.Helper()
 	az := testenv.StartAzurite(t)
-	s, err := storage.SettingsFromEnv(func(k string) string {
-		if k == storage.EnvConnection {
-			return az.ConnectionString
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := storage.NewClients(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := az.Clients(t)
 	return c.Queue, az
 }
 

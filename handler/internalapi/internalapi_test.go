@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/mcp-apim/remote-mcp/handler/oauthstore"
-	"github.com/mcp-apim/remote-mcp/handler/storage"
 	"github.com/mcp-apim/remote-mcp/handler/testenv"
 )
 
@@ -40,19 +39,7 @@ type fixture struct {
 func start(t *testing.T) *fixture {
 	t.Helper()
 	az := testenv.StartAzurite(t)
-	s, err := storage.SettingsFromEnv(func(k string) string {
-		if k == storage.EnvConnection {
-			return az.ConnectionString
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := storage.NewClients(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := az.Clients(t)
 	st := oauthstore.New(c.Blob, oauthstore.DefaultContainer, oauthstore.Options{})
 	if err := st.EnsureContainer(t.Context()); err != nil {
 		t.Fatal(err)

@@ -45,19 +45,7 @@ type env struct {
 func startEnv(t *testing.T) *env {
 	t.Helper()
 	az := testenv.StartAzurite(t)
-	s, err := storage.SettingsFromEnv(func(k string) string {
-		if k == storage.EnvConnection {
-			return az.ConnectionString
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := storage.NewClients(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := az.Clients(t)
 	return &env{az: az, clients: c}
 }
 

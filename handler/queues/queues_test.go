@@ -25,19 +25,7 @@ import (
 func startService(t *testing.T) (*Service, testenv.Azurite) {
 	t.Helper()
 	az := testenv.StartAzurite(t)
-	s, err := storage.SettingsFromEnv(func(k string) string {
-		if k == storage.EnvConnection {
-			return az.ConnectionString
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := storage.NewClients(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := az.Clients(t)
 	return New(c.Queue), az
 }
 

@@ -29,19 +29,7 @@ func guid() string {
 func startStore(t *testing.T) (*Store, testenv.Azurite) {
 	t.Helper()
 	az := testenv.StartAzurite(t)
-	s, err := storage.SettingsFromEnv(func(k string) string {
-		if k == storage.EnvConnection {
-			return az.ConnectionString
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := storage.NewClients(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := az.Clients(t)
 	st := New(c.Blob, "snippets")
 	if err := st.EnsureContainer(t.Context()); err != nil {
 		t.Fatalf("EnsureContainer: %v", err)

@@ -15,7 +15,6 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/mcp-apim/remote-mcp/handler/backplane"
-	"github.com/mcp-apim/remote-mcp/handler/storage"
 	"github.com/mcp-apim/remote-mcp/handler/testenv"
 )
 
@@ -30,19 +29,7 @@ type instance struct {
 func startInstances(t *testing.T, n int) []*instance {
 	t.Helper()
 	az := testenv.StartAzurite(t)
-	settings, err := storage.SettingsFromEnv(func(k string) string {
-		if k == storage.EnvConnection {
-			return az.ConnectionString
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients, err := storage.NewClients(settings)
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := az.Clients(t)
 	k := make([]byte, 32)
 	_, _ = rand.Read(k)
 	key := base64.StdEncoding.EncodeToString(k)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcp-apim/remote-mcp/handler/storage"
 )
 
 // The well-known Azurite account. Its key is public, not a secret.
@@ -304,4 +306,24 @@ func (in *instance) dumpLog() {
 	if tail := in.logTail(); tail != "" {
 		in.t.Log(tail)
 	}
+}
+
+// Clients returns storage clients for this Azurite, built the way the
+// handler builds them from AzureWebJobsStorage.
+func (a Azurite) Clients(t testing.TB) *storage.Clients {
+	t.Helper()
+	s, err := storage.SettingsFromEnv(func(k string) string {
+		if k == storage.EnvConnection {
+			return a.ConnectionString
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := storage.NewClients(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

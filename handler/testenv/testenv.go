@@ -7,6 +7,7 @@
 package testenv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // RepoRoot returns the directory holding go.mod, searching upwards from the
@@ -78,4 +80,24 @@ func nodeMajor(version string) (int, error) {
 		return 0, errors.New("not a Node.js version")
 	}
 	return major, nil
+}
+
+// SyncBuffer collects a process's output while a test reads it: os/exec
+// copies from goroutines of its own.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
