@@ -203,7 +203,7 @@ func TestRedeemConcurrent(t *testing.T) {
 	}
 	// The losers' families and tokens were deleted, not left behind.
 	var families int
-	pager := e.clients.Blob.NewListBlobsFlatPager(st.container, nil)
+	pager := e.clients.Blob.NewListBlobsFlatPager(st.container.Name(), nil)
 	for pager.More() {
 		page, err := pager.NextPage(t.Context())
 		if err != nil {

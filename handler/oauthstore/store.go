@@ -52,10 +52,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 
 	"github.com/mcp-apim/remote-mcp/handler/storage"
@@ -106,7 +104,7 @@ type Options struct {
 // coordination happens through storage.
 type Store struct {
 	client    *azblob.Client
-	container string
+	container storage.Container
 	codeTTL   time.Duration
 	refTTL    time.Duration
 	idleTTL   time.Duration
@@ -118,7 +116,7 @@ type Store struct {
 func New(client *azblob.Client, container string, opts Options) *Store {
 	s := &Store{
 		client:    client,
-		container: container,
+		container: storage.NewContainer(client, container, "OAuth storage"),
 		codeTTL:   opts.CodeTTL,
 		refTTL:    opts.RefreshTTL,
 		idleTTL:   opts.ClientIdleTTL,
@@ -147,16 +145,7 @@ func (s *Store) CodeTTL() time.Duration { return s.codeTTL }
 
 // EnsureContainer creates the container if it does not exist yet.
 func (s *Store) EnsureContainer(ctx context.Context) error {
-	_, err := s.client.CreateContainer(ctx, s.container, nil)
-	if bloberror.HasCode(err, bloberror.ContainerBeingDeleted) {
-		// Azure keeps a deleted container's name for a while.
-		return storage.Errorf(storage.ErrUnavailable, "OAuth storage is being reset; try again in a minute")
-	}
-	if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
-		err = storage.Classify(err)
-		return storage.Reword(err, "could not prepare OAuth storage: %s", err)
-	}
-	return nil
+	return s.container.Ensure(ctx)
 }
 
 // Error is an OAuth error: Code is the error code of RFC 6749 section 5.2
@@ -188,7 +177,7 @@ func oauthError(code, format string, args ...any) *Error {
 func (s *Store) nowUTC() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
 
 func (s *Store) blob(name string) *blockblob.Client {
-	return s.client.ServiceClient().NewContainerClient(s.container).NewBlockBlobClient(name)
+	return s.container.Blob(name)
 }
 
 // read loads the JSON record at name into v and returns its ETag. A missing
@@ -267,21 +256,7 @@ func (s *Store) replace(ctx context.Context, name string, v any, etag azcore.ETa
 }
 
 func (s *Store) upload(ctx context.Context, name string, data []byte, cond *blob.AccessConditions) (azcore.ETag, error) {
-	contentType := "application/json"
-	put := func() (blockblob.UploadResponse, error) {
-		return s.blob(name).Upload(ctx, streaming.NopCloser(bytes.NewReader(data)), &blockblob.UploadOptions{
-			HTTPHeaders:      &blob.HTTPHeaders{BlobContentType: &contentType},
-			AccessConditions: cond,
-		})
-	}
-	resp, err := put()
-	if bloberror.HasCode(err, bloberror.ContainerNotFound) {
-		// The container is made at start-up; if it was deleted since,
-		// recreating it beats failing every request until a restart.
-		if err = s.EnsureContainer(ctx); err == nil {
-			resp, err = put()
-		}
-	}
+	resp, err := s.container.Upload(ctx, name, data, "application/json", cond)
 	if err != nil {
 		return "", storage.Classify(err)
 	}

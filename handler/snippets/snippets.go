@@ -4,7 +4,6 @@
 package snippets
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
@@ -86,26 +84,17 @@ type Page struct {
 // authenticated identity, never from tool arguments.
 type Store struct {
 	client    *azblob.Client
-	container string
+	container storage.Container
 }
 
 // New returns a Store for the named container. It does not contact storage.
 func New(client *azblob.Client, container string) *Store {
-	return &Store{client: client, container: container}
+	return &Store{client: client, container: storage.NewContainer(client, container, "snippet storage")}
 }
 
 // EnsureContainer creates the container if it does not exist yet.
 func (s *Store) EnsureContainer(ctx context.Context) error {
-	_, err := s.client.CreateContainer(ctx, s.container, nil)
-	if bloberror.HasCode(err, bloberror.ContainerBeingDeleted) {
-		// Azure keeps a deleted container's name for a while.
-		return storage.Errorf(storage.ErrUnavailable, "snippet storage is being reset; try again in a minute")
-	}
-	if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
-		err = storage.Classify(err)
-		return storage.Reword(err, "could not prepare snippet storage: %s", err)
-	}
-	return nil
+	return s.container.Ensure(ctx)
 }
 
 // Save writes a snippet in a single request, so a save is all or nothing,
@@ -133,21 +122,7 @@ func (s *Store) Save(ctx context.Context, owner, name, content string, opts Save
 		return Snippet{}, err
 	}
 
-	upload := func() (blockblob.UploadResponse, error) {
-		body := streaming.NopCloser(bytes.NewReader([]byte(content)))
-		return s.blob(owner, name).Upload(ctx, body, &blockblob.UploadOptions{
-			HTTPHeaders:      &blob.HTTPHeaders{BlobContentType: &contentType},
-			AccessConditions: cond,
-		})
-	}
-	resp, err := upload()
-	if bloberror.HasCode(err, bloberror.ContainerNotFound) {
-		// The container is made at start-up; if it was deleted since,
-		// recreating it beats failing every save until a restart.
-		if err = s.EnsureContainer(ctx); err == nil {
-			resp, err = upload()
-		}
-	}
+	resp, err := s.container.Upload(ctx, owner+"/"+name, []byte(content), contentType, cond)
 	if err != nil {
 		return Snippet{}, s.saveError(err, name, opts)
 	}
@@ -239,7 +214,7 @@ func (s *Store) List(ctx context.Context, owner string, opts ListOptions) (Page,
 	if opts.Cursor != "" {
 		listOpts.Marker = ptr(opts.Cursor)
 	}
-	pager := s.client.NewListBlobsFlatPager(s.container, listOpts)
+	pager := s.client.NewListBlobsFlatPager(s.container.Name(), listOpts)
 	resp, err := pager.NextPage(ctx)
 	if err != nil {
 		err = storage.Classify(err)
@@ -303,7 +278,7 @@ func (s *Store) Delete(ctx context.Context, owner, name, ifMatch string) error {
 }
 
 func (s *Store) blob(owner, name string) *blockblob.Client {
-	return s.client.ServiceClient().NewContainerClient(s.container).NewBlockBlobClient(owner + "/" + name)
+	return s.container.Blob(owner + "/" + name)
 }
 
 func notFound(err error, name string) error {
