@@ -7,8 +7,15 @@
 // "sse-instance") over the instance id, the session id and the subject of the
 // user who opened the stream, so a POST that lands on another instance can be
 // checked there, tamper and owner alike, before anything is queued. Forward
-// puts the message on the owner's queue; the owner's Run loop takes it off and
-// hands it to a delivery function, in queue order.
+// puts the message on the owner's queue; the owner's Run loop takes it off,
+// hands it to a delivery function in queue order, and puts a receipt with the
+// outcome (delivered, no such session, not the owner, busy) on the
+// forwarder's queue. Forward returns only once it has the receipt, so the
+// POST is answered with what really happened: 202 means the session took the
+// message, and a client that waits for 202 before its next POST has its
+// messages dispatched in the order it sent them, wherever they land. A
+// message nobody takes in time is withdrawn from the queue before Forward
+// gives up, so an error never hides a late delivery.
 //
 // The package knows nothing of SSE or MCP: it moves opaque envelopes.
 package backplane
@@ -49,6 +56,14 @@ const MaxEncoded = 64 * 1024
 const (
 	DefaultMinPoll = 20 * time.Millisecond
 	DefaultMaxPoll = 1500 * time.Millisecond
+	// DefaultReceiptPoll is the wait between polls while a Forward waits
+	// for its receipt: short, since a POST is waiting on it, and only for
+	// as long as some POST is.
+	DefaultReceiptPoll = 5 * time.Millisecond
+	// DefaultReceiptTimeout is how long Forward waits for the owner's
+	// receipt before withdrawing the message: an owner that polls at
+	// MaxPoll answers well within it; one that does not is dead or stuck.
+	DefaultReceiptTimeout = 8 * time.Second
 	// visibility is how long a dequeued message stays hidden before it is
 	// deleted; if the owner dies in between, the message reappears (and is
 	// then dropped or delivered by nobody, since its sessions died too).
@@ -73,12 +88,57 @@ const (
 )
 
 var (
-	// ErrGone: the instance named in the URL has no queue: it stopped. Its
-	// sessions are gone; the client must open a new stream.
+	// ErrGone: the instance named in the URL stopped (its queue is gone or
+	// was not stamped for StaleAfter), or it did not take the message within
+	// ReceiptTimeout and the message was withdrawn. Its sessions are gone;
+	// the client must open a new stream.
 	ErrGone = errors.New("backplane: the instance holding the session is gone")
+	// ErrSessionEnded: the owner is running but no longer holds the session.
+	ErrSessionEnded = errors.New("backplane: the session has ended")
+	// ErrNotOwner: the owner holds the session for another user.
+	ErrNotOwner = errors.New("backplane: the session belongs to another user")
+	// ErrBusy: the session has too many messages in flight; the message
+	// was not taken and may be sent again.
+	ErrBusy = errors.New("backplane: the session is busy")
+	// ErrUnconfirmed: the owner took the message off its queue but sent no
+	// receipt in time; it may or may not have been delivered.
+	ErrUnconfirmed = errors.New("backplane: the instance holding the session took the message but did not confirm it")
 	// ErrTooLarge: the envelope does not fit in a queue message.
 	ErrTooLarge = errors.New("backplane: message too large to forward")
 )
+
+// Outcome is what the owner did with a forwarded message; it travels back
+// in the receipt.
+type Outcome uint8
+
+// Outcomes of a delivery.
+const (
+	// Delivered: the session took the message; its answer goes on the
+	// stream.
+	Delivered Outcome = iota + 1
+	// NoSession: no such session on the owner (it ended or the owner is
+	// shutting down).
+	NoSession
+	// NotOwner: the caller is not the user who opened the session.
+	NotOwner
+	// Busy: the session has too many messages in flight.
+	Busy
+)
+
+// err is the error Forward returns for an outcome.
+func (o Outcome) err() error {
+	switch o {
+	case Delivered:
+		return nil
+	case NoSession:
+		return ErrSessionEnded
+	case NotOwner:
+		return ErrNotOwner
+	case Busy:
+		return ErrBusy
+	}
+	return fmt.Errorf("backplane: unknown outcome %d in a receipt", o)
+}
 
 // Envelope is one forwarded client message.
 type Envelope struct {
@@ -89,8 +149,17 @@ type Envelope struct {
 	Subject string `json:"u"`
 	// Message is the JSON-RPC message as posted.
 	Message json.RawMessage `json:"m"`
-	// From is the instance that forwarded it, for logs.
+	// From is the instance that forwarded it; its receipt goes there.
 	From string `json:"f,omitempty"`
+}
+
+// wire is a queue message: a forwarded Envelope, or the receipt for one.
+type wire struct {
+	Envelope
+	// ID correlates a message with its receipt: 128 random bits in hex.
+	ID string `json:"i"`
+	// Outcome is set on receipts only.
+	Outcome Outcome `json:"o,omitempty"`
 }
 
 // Options configures a Backplane.
@@ -106,6 +175,9 @@ type Options struct {
 	// waits double up to MaxPoll while the queue stays empty. After a
 	// non-empty poll the next poll is immediate.
 	MinPoll, MaxPoll time.Duration
+	// ReceiptPoll and ReceiptTimeout: see DefaultReceiptPoll and
+	// DefaultReceiptTimeout.
+	ReceiptPoll, ReceiptTimeout time.Duration
 	// Heartbeat and StaleAfter: see DefaultHeartbeat and DefaultStaleAfter.
 	Heartbeat, StaleAfter time.Duration
 	Logger                *slog.Logger
@@ -122,17 +194,22 @@ type Backplane struct {
 	opts   Options
 	log    *slog.Logger
 
+	// kick wakes Run when a Forward starts waiting for a receipt.
+	kick chan struct{}
+	// sending counts receipts being sent, so Close can wait for them.
+	sending sync.WaitGroup
+
 	mu   sync.Mutex
 	seen map[string]time.Time // message ids delivered recently, against redelivery
-	// live caches other instances' liveness: when it was checked and the
-	// answer.
+	// waiting maps the ids of forwarded messages to their Forward calls.
+	waiting map[string]chan Outcome
+	// live caches when other instances were last seen alive.
 	live map[string]liveness
+	// recreated is when Run last re-created this instance's lost queue.
+	recreated time.Time
 }
 
-type liveness struct {
-	checked time.Time
-	alive   bool
-}
+type liveness struct{ checked time.Time }
 
 // New returns a Backplane with a fresh instance id. It does not contact
 // storage; call Start.
@@ -161,6 +238,12 @@ func New(o Options) (*Backplane, error) {
 	if o.MaxPoll < o.MinPoll {
 		o.MaxPoll = o.MinPoll
 	}
+	if o.ReceiptPoll <= 0 {
+		o.ReceiptPoll = DefaultReceiptPoll
+	}
+	if o.ReceiptTimeout <= 0 {
+		o.ReceiptTimeout = DefaultReceiptTimeout
+	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultHeartbeat
 	}
@@ -179,8 +262,10 @@ func New(o Options) (*Backplane, error) {
 	return &Backplane{
 		live:   map[string]liveness{},
 		client: o.Client, key: key, id: o.ID, opts: o, log: o.Logger,
-		queue: o.Client.NewQueueClient(QueueName(o.ID)),
-		seen:  map[string]time.Time{},
+		queue:   o.Client.NewQueueClient(QueueName(o.ID)),
+		seen:    map[string]time.Time{},
+		waiting: map[string]chan Outcome{},
+		kick:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -247,46 +332,70 @@ func (b *Backplane) stale(meta map[string]*string) bool {
 	return true
 }
 
-// alive reports whether instance's queue exists and was stamped recently.
-// A yes is cached for a heartbeat; a no is not, since a POST for a dead
-// instance's session is rare (the client reconnects after the 404) and a
-// queue can come back (Run recreates a lost one). A stale queue is deleted
-// on the way.
+// alive reports whether instance may be running: false only when its
+// queue is stamped and the stamp is stale (it died without Close), in which
+// case the queue is deleted on the way. A missing queue is left for enqueue
+// to judge. A yes is cached for a heartbeat.
 func (b *Backplane) alive(ctx context.Context, instance string) (bool, error) {
 	now := b.opts.now()
 	b.mu.Lock()
 	l, ok := b.live[instance]
 	b.mu.Unlock()
-	if ok && l.alive && now.Sub(l.checked) < b.opts.Heartbeat {
+	if ok && now.Sub(l.checked) < b.opts.Heartbeat {
 		return true, nil
 	}
 	q := b.client.NewQueueClient(QueueName(instance))
 	props, err := q.GetProperties(ctx, nil)
 	switch {
 	case queueerror.HasCode(err, queueerror.QueueNotFound, queueerror.QueueBeingDeleted):
-		l = liveness{checked: now, alive: false}
+		return true, nil
 	case err != nil:
 		return false, storage.Classify(err)
-	default:
-		l = liveness{checked: now, alive: !b.stale(props.Metadata)}
-		if !l.alive {
-			b.log.Info("backplane: deleting the queue of an instance that stopped stamping it", "instance", instance)
-			if _, err := q.Delete(ctx, nil); err != nil && !queueerror.HasCode(err, queueerror.QueueNotFound) {
-				b.log.Warn("backplane: could not delete a dead instance's queue", "instance", instance, "err", storage.Classify(err))
-			}
+	case b.stale(props.Metadata):
+		b.log.Info("backplane: deleting the queue of an instance that stopped stamping it", "instance", instance)
+		if _, err := q.Delete(ctx, nil); err != nil && !queueerror.HasCode(err, queueerror.QueueNotFound) {
+			b.log.Warn("backplane: could not delete a dead instance's queue", "instance", instance, "err", storage.Classify(err))
 		}
+		b.mu.Lock()
+		delete(b.live, instance)
+		b.mu.Unlock()
+		return false, nil
 	}
 	b.mu.Lock()
 	if len(b.live) > 1000 {
 		clear(b.live)
 	}
-	if l.alive {
-		b.live[instance] = l
-	} else {
-		delete(b.live, instance)
-	}
+	b.live[instance] = liveness{checked: now}
 	b.mu.Unlock()
-	return l.alive, nil
+	return true, nil
+}
+
+// storageReset reports whether storage seems to have lost every queue
+// lately (an emulator restarted empty): this instance's own queue is
+// missing too, or Run re-created it within the last two MaxPolls. Then
+// another instance's missing queue is likely to come back at its next
+// poll; otherwise it was deleted on purpose (Close, Sweep) and stays gone.
+func (b *Backplane) storageReset(ctx context.Context) bool {
+	b.mu.Lock()
+	r := b.recreated
+	b.mu.Unlock()
+	if !r.IsZero() && b.opts.now().Sub(r) < 2*b.opts.MaxPoll {
+		return true
+	}
+	_, err := b.queue.GetProperties(ctx, nil)
+	if queueerror.HasCode(err, queueerror.QueueNotFound, queueerror.QueueBeingDeleted) {
+		b.wake() // Run re-creates it
+		return true
+	}
+	return false
+}
+
+// wake makes Run poll now.
+func (b *Backplane) wake() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Sweep deletes the queues of instances that stopped stamping them (died
@@ -315,10 +424,19 @@ func (b *Backplane) Sweep(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Close deletes this instance's queue, so that POSTs for its sessions are
-// answered "session not found" at once. Stop Run first.
+// Close answers the messages still on this instance's queue "no such
+// session" (its sessions are gone) and deletes the queue, so that POSTs for
+// its sessions are answered "session not found; reconnect" at once instead
+// of waiting: nothing is left behind. Stop Run first.
 func (b *Backplane) Close(ctx context.Context) error {
+	for range 8 { // a bounded drain: forwarders racing the delete time out and withdraw
+		n, err := b.pollOnce(ctx, func(Envelope) Outcome { return NoSession })
+		if err != nil || n == 0 {
+			break
+		}
+	}
 	_, err := b.queue.Delete(ctx, nil)
+	b.sending.Wait()
 	if err != nil && !queueerror.HasCode(err, queueerror.QueueNotFound) {
 		return fmt.Errorf("backplane: deleting queue %s: %w", QueueName(b.id), storage.Classify(err))
 	}
@@ -349,9 +467,13 @@ func (b *Backplane) Verify(instance, session, subject, sig string) bool {
 	return hmac.Equal(got, b.mac(instance, session, subject))
 }
 
-// Forward puts e on instance's queue. It returns ErrGone when that queue
-// does not exist, ErrTooLarge when the envelope is over MaxEncoded once
-// encoded, or a classified storage error.
+// Forward puts e on instance's queue and waits for the owner's receipt. It
+// returns nil once the session took the message; ErrSessionEnded,
+// ErrNotOwner or ErrBusy as the owner answered; ErrGone when the instance
+// is gone or did not take the message within ReceiptTimeout (the message is
+// withdrawn first); ErrUnconfirmed when it took the message but sent no
+// receipt; ErrTooLarge when the envelope is over MaxEncoded once encoded;
+// or a classified storage error. Run must be running: it collects receipts.
 func (b *Backplane) Forward(ctx context.Context, instance string, e Envelope) error {
 	if !validID(instance) {
 		return ErrGone
@@ -365,8 +487,9 @@ func (b *Backplane) Forward(ctx context.Context, instance string, e Envelope) er
 			return ErrGone
 		}
 	}
-	e.From = b.id
-	raw, err := json.Marshal(e)
+	w := wire{Envelope: e, ID: newMessageID()}
+	w.From = b.id
+	raw, err := json.Marshal(w)
 	if err != nil {
 		return fmt.Errorf("backplane: encoding envelope: %w", err)
 	}
@@ -374,31 +497,120 @@ func (b *Backplane) Forward(ctx context.Context, instance string, e Envelope) er
 		return ErrTooLarge
 	}
 	text := base64.StdEncoding.EncodeToString(raw)
-	ttl := int32(300) // a message nobody takes in 5 minutes is useless
-	_, err = b.client.NewQueueClient(QueueName(instance)).EnqueueMessage(ctx, text, &azqueue.EnqueueMessageOptions{TimeToLive: &ttl})
-	switch {
-	case err == nil:
-		return nil
-	case queueerror.HasCode(err, queueerror.QueueNotFound, queueerror.QueueBeingDeleted):
-		return ErrGone
-	case queueerror.HasCode(err, queueerror.RequestBodyTooLarge, queueerror.MessageTooLarge):
-		return ErrTooLarge
+
+	receipt := make(chan Outcome, 1)
+	b.mu.Lock()
+	b.waiting[w.ID] = receipt
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.waiting, w.ID)
+		b.mu.Unlock()
+	}()
+
+	q := b.client.NewQueueClient(QueueName(instance))
+	sent, err := b.enqueue(ctx, q, text, 300) // a message nobody takes in 5 minutes is useless
+	if err != nil {
+		return err
 	}
-	return storage.Classify(err)
+	b.wake() // poll for the receipt now
+	timer := time.NewTimer(b.opts.ReceiptTimeout)
+	defer timer.Stop()
+	select {
+	case o := <-receipt:
+		return o.err()
+	case <-ctx.Done():
+		// The caller left; take the message back if nobody has it yet.
+		b.withdraw(q, sent)
+		return ctx.Err()
+	case <-timer.C:
+	}
+	if b.withdraw(q, sent) {
+		b.log.Info("backplane: withdrew a message its instance did not take in time", "instance", instance)
+		return ErrGone
+	}
+	// The owner took it just now, or took it and died: give the receipt a
+	// last chance.
+	timer.Reset(b.opts.ReceiptTimeout)
+	select {
+	case o := <-receipt:
+		return o.err()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return ErrUnconfirmed
+	}
 }
 
-// Run polls this instance's queue until ctx ends, calling deliver for every
-// envelope in the order the queue returns them, one at a time, then deleting
-// the message. deliver must not block for long (hand the message over, do
-// not process it). Polls are immediate while messages flow, every MinPoll
-// for a second after the last message, then back off, doubling up to
-// MaxPoll, while the queue stays empty; storage errors back off to MaxPoll
-// too. An idle instance thus polls about once per MaxPoll.
-func (b *Backplane) Run(ctx context.Context, deliver func(Envelope)) {
+// enqueue puts text on q. A missing queue means its instance is gone,
+// unless storage lost every queue lately: then it is waited for a little,
+// since every live instance re-creates its own on its next poll, within
+// MaxPoll.
+func (b *Backplane) enqueue(ctx context.Context, q *azqueue.QueueClient, text string, ttl int32) (*azqueue.EnqueuedMessage, error) {
+	var deadline time.Time
+	for {
+		resp, err := q.EnqueueMessage(ctx, text, &azqueue.EnqueueMessageOptions{TimeToLive: &ttl})
+		switch {
+		case err == nil:
+			if len(resp.Messages) == 0 || resp.Messages[0] == nil || resp.Messages[0].MessageID == nil || resp.Messages[0].PopReceipt == nil {
+				return nil, errors.New("backplane: the queue service returned no message id")
+			}
+			return resp.Messages[0], nil
+		case queueerror.HasCode(err, queueerror.RequestBodyTooLarge, queueerror.MessageTooLarge):
+			return nil, ErrTooLarge
+		case !queueerror.HasCode(err, queueerror.QueueNotFound, queueerror.QueueBeingDeleted):
+			return nil, storage.Classify(err)
+		case deadline.IsZero():
+			if !b.storageReset(ctx) {
+				return nil, ErrGone
+			}
+			deadline = b.opts.now().Add(2 * b.opts.MaxPoll)
+		case b.opts.now().After(deadline):
+			return nil, ErrGone
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// withdraw deletes a message this instance enqueued, and reports whether
+// that means it will never be delivered: true when the delete worked or the
+// queue is gone, false when the owner had already taken it (its dequeue
+// changed the pop receipt) or storage could not be asked.
+func (b *Backplane) withdraw(q *azqueue.QueueClient, m *azqueue.EnqueuedMessage) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := q.DeleteMessage(ctx, *m.MessageID, *m.PopReceipt, nil)
+	return err == nil || queueerror.HasCode(err, queueerror.QueueNotFound)
+}
+
+func newMessageID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Run polls this instance's queue until ctx ends. It calls deliver for every
+// forwarded envelope in the order the queue returns them, one at a time,
+// sends the outcome back to the forwarder, and deletes the message; it hands
+// receipts to the Forward calls waiting for them. deliver must not block
+// (hand the message over, do not process it).
+//
+// Polls are immediate while messages flow, every ReceiptPoll while a
+// Forward waits for a receipt, every MinPoll for a second after the last
+// message, then back off, doubling up to MaxPoll, while the queue stays
+// empty; storage errors back off to MaxPoll too. An idle instance thus
+// polls about once per MaxPoll.
+func (b *Backplane) Run(ctx context.Context, deliver func(Envelope) Outcome) {
+	defer b.sending.Wait()
 	wait := b.opts.MinPoll
 	var last time.Time
 	lastBeat := b.opts.now()
 	var lastSweep time.Time
+	failing := false // log an outage once, not every poll
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -406,6 +618,8 @@ func (b *Backplane) Run(ctx context.Context, deliver func(Envelope)) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-b.kick:
+			timer.Stop()
 		}
 		if now := b.opts.now(); now.Sub(lastBeat) >= b.opts.Heartbeat {
 			if err := b.beat(ctx); err != nil && ctx.Err() == nil {
@@ -421,16 +635,33 @@ func (b *Backplane) Run(ctx context.Context, deliver func(Envelope)) {
 			}
 		}
 		n, err := b.pollOnce(ctx, deliver)
+		if err == nil && failing {
+			failing = false
+			b.log.Info("backplane: polling works again")
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			b.log.Warn("backplane: polling failed; retrying", "err", err, "cause", causeOf(err))
+			if !failing {
+				failing = true
+				b.log.Warn("backplane: polling failed; retrying", "err", err, "cause", causeOf(err))
+			}
 			wait = b.opts.MaxPoll
+			if b.awaited() {
+				// A POST waits: retry sooner, but do not spin on a
+				// storage outage.
+				wait = 100 * time.Millisecond
+			}
 			if queueerror.HasCode(err, queueerror.QueueNotFound) {
 				// Someone deleted our queue: make it again.
 				if serr := b.Start(ctx); serr != nil {
 					b.log.Warn("backplane: recreating queue failed", "err", serr)
+				} else {
+					wait = 0
+					b.mu.Lock()
+					b.recreated = b.opts.now()
+					b.mu.Unlock()
 				}
 			}
 		case n > 0:
@@ -440,8 +671,18 @@ func (b *Backplane) Run(ctx context.Context, deliver func(Envelope)) {
 		default:
 			wait = min(wait*2, b.opts.MaxPoll)
 		}
+		if err == nil && b.awaited() {
+			wait = min(wait, b.opts.ReceiptPoll)
+		}
 		timer.Reset(wait)
 	}
+}
+
+// awaited reports whether some Forward waits for a receipt.
+func (b *Backplane) awaited() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.waiting) > 0
 }
 
 func causeOf(err error) error {
@@ -452,8 +693,9 @@ func causeOf(err error) error {
 	return nil
 }
 
-// pollOnce takes one batch off the queue and delivers it.
-func (b *Backplane) pollOnce(ctx context.Context, deliver func(Envelope)) (int, error) {
+// pollOnce takes one batch off the queue, delivers it and hands out the
+// receipts in it.
+func (b *Backplane) pollOnce(ctx context.Context, deliver func(Envelope) Outcome) (int, error) {
 	n, vis := int32(batchSize), int32(visibility)
 	resp, err := b.queue.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: &vis})
 	if err != nil {
@@ -474,12 +716,7 @@ func (b *Backplane) pollOnce(ctx context.Context, deliver func(Envelope)) (int, 
 		_, dup := b.seen[id]
 		b.mu.Unlock()
 		if !dup {
-			e, derr := decode(m.MessageText)
-			if derr != nil {
-				b.log.Warn("backplane: dropping an undecodable message", "err", derr)
-			} else {
-				deliver(e)
-			}
+			b.take(m.MessageText, deliver)
 			b.mu.Lock()
 			b.seen[id] = time.Now()
 			b.mu.Unlock()
@@ -500,6 +737,50 @@ func (b *Backplane) pollOnce(ctx context.Context, deliver func(Envelope)) (int, 
 	return count, nil
 }
 
+// take handles one queue message: a receipt goes to its waiting Forward
+// (if it still waits), an envelope to deliver, and its outcome back to the
+// forwarder.
+func (b *Backplane) take(text *string, deliver func(Envelope) Outcome) {
+	w, err := decode(text)
+	if err != nil {
+		b.log.Warn("backplane: dropping an undecodable message", "err", err)
+		return
+	}
+	if w.Outcome != 0 {
+		b.mu.Lock()
+		ch := b.waiting[w.ID]
+		b.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- w.Outcome:
+			default:
+			}
+		}
+		return
+	}
+	o := deliver(w.Envelope)
+	if w.From == "" {
+		return
+	}
+	// Send the receipt beside the loop: the next message must not wait for
+	// this one's round trip.
+	r, err := json.Marshal(wire{ID: w.ID, Outcome: o})
+	if err != nil {
+		return
+	}
+	b.sending.Add(1)
+	go func() {
+		defer b.sending.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// Nobody waits for a receipt longer than two ReceiptTimeouts.
+		ttl := int32(2*b.opts.ReceiptTimeout/time.Second + 1)
+		if _, err := b.enqueue(ctx, b.client.NewQueueClient(QueueName(w.From)), base64.StdEncoding.EncodeToString(r), ttl); err != nil {
+			b.log.Warn("backplane: could not send a receipt; its forwarder will give up waiting", "to", w.From, "err", err)
+		}
+	}()
+}
+
 // pruneSeen forgets ids older than twice the visibility timeout.
 func (b *Backplane) pruneSeen() {
 	b.mu.Lock()
@@ -512,20 +793,27 @@ func (b *Backplane) pruneSeen() {
 	}
 }
 
-func decode(text *string) (Envelope, error) {
-	var e Envelope
+func decode(text *string) (wire, error) {
+	var w wire
 	if text == nil {
-		return e, errors.New("empty message")
+		return w, errors.New("empty message")
 	}
 	raw, err := base64.StdEncoding.DecodeString(*text)
 	if err != nil {
-		return e, err
+		return w, err
 	}
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return e, err
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return w, err
 	}
-	if e.Session == "" || len(e.Message) == 0 {
-		return e, errors.New("envelope without session or message")
+	switch {
+	case w.ID == "":
+		return w, errors.New("message without id")
+	case w.Outcome != 0:
+		return w, nil
+	case w.Session == "" || len(w.Message) == 0:
+		return w, errors.New("envelope without session or message")
+	case w.From != "" && !validID(w.From):
+		return w, errors.New("envelope from an invalid instance id")
 	}
-	return e, nil
+	return w, nil
 }

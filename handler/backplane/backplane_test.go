@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,53 +84,86 @@ func TestMACs(t *testing.T) {
 	}
 }
 
-// Messages forwarded to an instance arrive once each, in order, and the
-// queue disappears with Close.
-func TestForwardRunClose(t *testing.T) {
-	qc, _ := queueClient(t)
-	key := testKey()
-	owner, err := New(Options{Client: qc, Key: key, MinPoll: 10 * time.Millisecond, MaxPoll: 200 * time.Millisecond})
+// newFast returns a started Backplane that polls quickly, with its queue
+// deleted at the end of the test.
+func newFast(t *testing.T, qc *azqueue.ServiceClient, key string, receiptTimeout time.Duration) *Backplane {
+	t.Helper()
+	b, err := New(Options{Client: qc, Key: key, MinPoll: 10 * time.Millisecond, MaxPoll: 200 * time.Millisecond, ReceiptTimeout: receiptTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sender, _ := New(Options{Client: qc, Key: key})
-	c := ctx(t)
-	if err := owner.Start(c); err != nil {
+	if err := b.Start(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	return b
+}
 
-	const n = 60
+// run runs b's poll loop until the test ends (or stop is called).
+func run(t *testing.T, b *Backplane, deliver func(Envelope) Outcome) (stop func()) {
+	c, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(c, deliver) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+func accept(Envelope) Outcome { return Delivered }
+
+// Messages forwarded to an instance arrive once each, in order; each
+// Forward returns what the owner did with its message; messages still
+// queued at Close are answered "no such session", and the queue
+// disappears.
+func TestForwardRunClose(t *testing.T) {
+	qc, _ := queueClient(t)
+	key := testKey()
+	owner := newFast(t, qc, key, 0)
+	sender := newFast(t, qc, key, 0)
+	c := ctx(t)
+
 	var mu sync.Mutex
 	var got []Envelope
-	all := make(chan struct{})
-	runCtx, stop := context.WithCancel(c)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		owner.Run(runCtx, func(e Envelope) {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, e)
-			if len(got) == n {
-				close(all)
-			}
-		})
-	}()
+	stopOwner := run(t, owner, func(e Envelope) Outcome {
+		switch e.Session {
+		case "ended":
+			return NoSession
+		case "busy":
+			return Busy
+		}
+		if e.Subject != "alice" {
+			return NotOwner
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, e)
+		return Delivered
+	})
+	run(t, sender, accept)
+
+	const n = 40
 	for i := range n {
 		msg := json.RawMessage(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i))
 		if err := sender.Forward(c, owner.ID(), Envelope{Session: "s1", Subject: "alice", Message: msg}); err != nil {
-			t.Fatal(err)
+			t.Fatalf("message %d: %v", i, err)
 		}
 	}
-	select {
-	case <-all:
-	case <-c.Done():
-		t.Fatalf("only %d of %d messages arrived", len(got), n)
+	for _, tc := range []struct {
+		session, subject string
+		want             error
+	}{
+		{"ended", "alice", ErrSessionEnded},
+		{"busy", "alice", ErrBusy},
+		{"s1", "mallory", ErrNotOwner},
+	} {
+		err := sender.Forward(c, owner.ID(), Envelope{Session: tc.session, Subject: tc.subject, Message: json.RawMessage(`{}`)})
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s/%s: %v, want %v", tc.session, tc.subject, err, tc.want)
+		}
 	}
-	// Give a duplicate the chance to show up.
+	// Forward returned after delivery, so nothing is pending; give a
+	// duplicate the chance to show up all the same.
 	time.Sleep(300 * time.Millisecond)
-	stop()
-	<-done
 	mu.Lock()
 	if len(got) != n {
 		t.Fatalf("%d messages delivered, want %d", len(got), n)
@@ -154,8 +188,18 @@ func TestForwardRunClose(t *testing.T) {
 		t.Errorf("%d messages left in the queue", *props.ApproximateMessagesCount)
 	}
 
+	// A message that arrives after Run stopped is answered by Close.
+	stopOwner()
+	late := make(chan error, 1)
+	go func() {
+		late <- sender.Forward(c, owner.ID(), Envelope{Session: "s1", Subject: "alice", Message: json.RawMessage(`{}`)})
+	}()
+	waitForMessages(t, qc, owner.ID(), 1)
 	if err := owner.Close(c); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-late; !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("message queued at Close: %v, want ErrSessionEnded", err)
 	}
 	err = sender.Forward(c, owner.ID(), Envelope{Session: "s1", Subject: "alice", Message: json.RawMessage(`{}`)})
 	if !errors.Is(err, ErrGone) {
@@ -166,16 +210,93 @@ func TestForwardRunClose(t *testing.T) {
 	}
 }
 
+// waitForMessages waits until instance's queue holds n messages.
+func waitForMessages(t *testing.T, qc *azqueue.ServiceClient, instance string, n int32) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		props, err := qc.NewQueueClient(QueueName(instance)).GetProperties(ctx(t), nil)
+		if err == nil && props.ApproximateMessagesCount != nil && *props.ApproximateMessagesCount == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue of %s never held %d messages (%v)", instance, n, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A message its owner does not take within ReceiptTimeout is withdrawn, so
+// ErrGone never hides a late delivery; one the owner takes but does not
+// confirm is reported as ErrUnconfirmed.
+func TestForwardWithoutReceipt(t *testing.T) {
+	qc, _ := queueClient(t)
+	key := testKey()
+	owner := newFast(t, qc, key, 0)
+	sender := newFast(t, qc, key, 300*time.Millisecond)
+	run(t, sender, accept)
+	c := ctx(t)
+
+	// The owner's queue exists and is stamped, but nobody polls it.
+	if err := sender.Forward(c, owner.ID(), Envelope{Session: "s", Subject: "u", Message: json.RawMessage(`1`)}); !errors.Is(err, ErrGone) {
+		t.Fatalf("owner not polling: %v, want ErrGone", err)
+	}
+	waitForMessages(t, qc, owner.ID(), 0)
+	var delivered atomic.Int32
+	release := make(chan struct{})
+	run(t, owner, func(e Envelope) Outcome {
+		delivered.Add(1)
+		<-release // stuck past both receipt timeouts
+		return Delivered
+	})
+	err := sender.Forward(c, owner.ID(), Envelope{Session: "s", Subject: "u", Message: json.RawMessage(`2`)})
+	close(release)
+	if !errors.Is(err, ErrUnconfirmed) {
+		t.Fatalf("owner stuck: %v, want ErrUnconfirmed", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := delivered.Load(); n != 1 {
+		t.Fatalf("%d deliveries, want 1: the withdrawn message must never arrive", n)
+	}
+}
+
+// After storage lost every queue (an emulator restarted empty), a Forward
+// waits for the owner to re-create its queue instead of calling it gone.
+func TestForwardWaitsForRecreatedQueue(t *testing.T) {
+	qc, _ := queueClient(t)
+	key := testKey()
+	owner := newFast(t, qc, key, 0)
+	sender := newFast(t, qc, key, 0)
+	c := ctx(t)
+	delivered := make(chan Envelope, 1)
+	run(t, owner, func(e Envelope) Outcome { delivered <- e; return Delivered })
+	run(t, sender, accept)
+	// Learn that the owner is alive, as a forwarder does on first use.
+	if err := sender.Forward(c, owner.ID(), Envelope{Session: "s", Subject: "u", Message: json.RawMessage(`0`)}); err != nil {
+		t.Fatal(err)
+	}
+	<-delivered
+	for _, b := range []*Backplane{owner, sender} {
+		if _, err := qc.NewQueueClient(QueueName(b.ID())).Delete(c, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sender.Forward(c, owner.ID(), Envelope{Session: "s", Subject: "u", Message: json.RawMessage(`1`)}); err != nil {
+		t.Fatalf("forward while queues are re-created: %v", err)
+	}
+	if e := <-delivered; string(e.Message) != "1" {
+		t.Fatalf("got %s", e.Message)
+	}
+}
+
 func TestForwardLimits(t *testing.T) {
 	qc, _ := queueClient(t)
 	key := testKey()
-	owner, _ := New(Options{Client: qc, Key: key})
-	sender, _ := New(Options{Client: qc, Key: key})
+	owner := newFast(t, qc, key, 0)
+	sender := newFast(t, qc, key, 0)
+	run(t, owner, accept)
+	run(t, sender, accept)
 	c := ctx(t)
-	if err := owner.Start(c); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = owner.Close(context.Background()) })
 	big := json.RawMessage(`"` + strings.Repeat("x", 48*1024) + `"`)
 	if err := sender.Forward(c, owner.ID(), Envelope{Session: "s", Subject: "u", Message: big}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("48 KiB message: %v, want ErrTooLarge", err)
@@ -196,22 +317,18 @@ func TestForwardLimits(t *testing.T) {
 func TestRunSurvivesOutage(t *testing.T) {
 	qc, az := queueClient(t)
 	key := testKey()
-	owner, _ := New(Options{Client: qc, Key: key, MinPoll: 10 * time.Millisecond, MaxPoll: 200 * time.Millisecond})
-	sender, _ := New(Options{Client: qc, Key: key})
+	owner := newFast(t, qc, key, 0)
+	sender := newFast(t, qc, key, 0)
 	c := ctx(t)
-	if err := owner.Start(c); err != nil {
-		t.Fatal(err)
-	}
 	got := make(chan Envelope, 10)
-	runCtx, stop := context.WithCancel(c)
-	defer stop()
-	go owner.Run(runCtx, func(e Envelope) { got <- e })
+	run(t, owner, func(e Envelope) Outcome { got <- e; return Delivered })
+	run(t, sender, accept)
 
 	az.Stop()
 	time.Sleep(500 * time.Millisecond)
 	az.Restart()
-	// Azurite keeps its data across a restart; if it did not, Run recreates
-	// the queue.
+	// Whether Azurite kept its queues or not, polling resumes (re-creating
+	// a lost queue).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := sender.Forward(c, owner.ID(), Envelope{Session: "s", Subject: "u", Message: json.RawMessage(`1`)})
@@ -239,14 +356,9 @@ func TestRunSurvivesOutage(t *testing.T) {
 func TestDeadInstancesQueues(t *testing.T) {
 	qc, _ := queueClient(t)
 	key := testKey()
-	live, _ := New(Options{Client: qc, Key: key})
-	sender, _ := New(Options{Client: qc, Key: key})
+	live := newFast(t, qc, key, 0)
+	sender := newFast(t, qc, key, 0)
 	c := ctx(t)
-	for _, b := range []*Backplane{live, sender} {
-		if err := b.Start(c); err != nil {
-			t.Fatal(err)
-		}
-	}
 	old := fmt.Sprint(time.Now().Add(-time.Hour).Unix())
 	mk := func(id string, meta map[string]*string) {
 		if _, err := qc.NewQueueClient(QueueName(id)).Create(c, &azqueue.CreateOptions{Metadata: meta}); err != nil {
@@ -261,15 +373,18 @@ func TestDeadInstancesQueues(t *testing.T) {
 	if err := sender.Forward(c, "dead0000forward", msg); !errors.Is(err, ErrGone) {
 		t.Fatalf("forward to a dead instance: %v, want ErrGone", err)
 	}
-	if err := sender.Forward(c, live.ID(), msg); err != nil {
-		t.Fatalf("forward to a live instance: %v", err)
-	}
+	// Run sweeps when it starts: sweep by hand first.
 	n, err := sender.Sweep(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != 2 {
 		t.Errorf("sweep deleted %d queues, want 2", n)
+	}
+	run(t, live, accept)
+	run(t, sender, accept)
+	if err := sender.Forward(c, live.ID(), msg); err != nil {
+		t.Fatalf("forward to a live instance: %v", err)
 	}
 	var left []string
 	prefix := QueuePrefix

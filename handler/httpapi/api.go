@@ -186,7 +186,7 @@ func messagePath(resource *url.URL) string {
 
 // Deliver takes an SSE message another instance forwarded (see
 // backplane.Backplane.Run).
-func (a *API) Deliver(e backplane.Envelope) { a.sse.Deliver(e) }
+func (a *API) Deliver(e backplane.Envelope) backplane.Outcome { return a.sse.Deliver(e) }
 
 // Handler is the root http.Handler.
 func (a *API) Handler() http.Handler { return a.handler }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/mcp-apim/remote-mcp/handler/backplane"
@@ -27,6 +29,11 @@ type instance struct {
 // startInstances runs n SSE servers whose backplanes share one Azurite and
 // one key, as handler instances do.
 func startInstances(t *testing.T, n int) []*instance {
+	return startInstancesWith(t, n, server.NewMCPServer("t", "1"))
+}
+
+// startInstancesWith is startInstances with m's tools on every instance.
+func startInstancesWith(t *testing.T, n int, m *server.MCPServer) []*instance {
 	t.Helper()
 	az := testenv.StartAzurite(t)
 	clients := az.Clients(t)
@@ -44,7 +51,7 @@ func startInstances(t *testing.T, n int) []*instance {
 			t.Fatal(err)
 		}
 		cancel()
-		s, err := New(server.NewMCPServer("t", "1"), Options{
+		s, err := New(m, Options{
 			MessagePath: "/mcp/message",
 			KeepAlive:   time.Hour,
 			MaxBody:     1 << 20,
@@ -83,18 +90,26 @@ func TestForwardedMessagesAnswerOnTheOwnersStream(t *testing.T) {
 		t.Fatalf("endpoint %q does not name the instance", endpoint)
 	}
 
-	// Many messages through the other instance arrive in order.
+	// Messages through the other instance are answered once each. (They
+	// are dispatched in the order they arrive and run concurrently, as MCP
+	// allows, so answers may overtake each other.)
 	const n = 20
 	for i := range n {
 		if code := post(t, b.ts.URL+endpoint, "alice", fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i)); code != 202 {
 			t.Fatalf("post %d through b: %d", i, code)
 		}
 	}
-	for i := range n {
+	seen := map[int]bool{}
+	for range n {
 		ev, data := s.next(t)
-		if ev != "message" || !strings.Contains(data, fmt.Sprintf(`"id":%d,`, i)) || !strings.Contains(data, `"result"`) {
-			t.Fatalf("answer %d: %q %q", i, ev, data)
+		var m struct {
+			ID     *int            `json:"id"`
+			Result json.RawMessage `json:"result"`
 		}
+		if err := json.Unmarshal([]byte(data), &m); ev != "message" || err != nil || m.ID == nil || m.Result == nil || seen[*m.ID] || *m.ID >= n {
+			t.Fatalf("unexpected event %q %q", ev, data)
+		}
+		seen[*m.ID] = true
 	}
 	// Local posts still work beside forwarded ones.
 	if code := post(t, a.ts.URL+endpoint, "alice", `{"jsonrpc":"2.0","id":99,"method":"ping"}`); code != 202 {
@@ -152,9 +167,9 @@ func TestForwardedMessagesAnswerOnTheOwnersStream(t *testing.T) {
 	}
 }
 
-// A forwarded message for a session that ended is dropped, and the
-// instance keeps delivering the others.
-func TestForwardedMessageForEndedSessionIsDropped(t *testing.T) {
+// A forwarded message for a session that ended on a live instance is
+// answered 404, like a local one; the instance keeps delivering the others.
+func TestForwardedMessageForEndedSession(t *testing.T) {
 	in := startInstances(t, 2)
 	a, b := in[0], in[1]
 	gone, goneEndpoint := open(t, a.ts, "alice")
@@ -166,8 +181,10 @@ func TestForwardedMessageForEndedSessionIsDropped(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if code := post(t, b.ts.URL+goneEndpoint, "alice", `{"jsonrpc":"2.0","id":1,"method":"ping"}`); code != 202 {
-		t.Fatalf("post for an ended session on a live instance: %d (it cannot know yet)", code)
+	for _, via := range []*instance{a, b} {
+		if code := post(t, via.ts.URL+goneEndpoint, "alice", `{"jsonrpc":"2.0","id":1,"method":"ping"}`); code != 404 {
+			t.Fatalf("post for an ended session on a live instance: %d, want 404", code)
+		}
 	}
 	s, endpoint := open(t, a.ts, "alice")
 	if code := post(t, b.ts.URL+endpoint, "alice", `{"jsonrpc":"2.0","id":2,"method":"ping"}`); code != 202 {
@@ -175,6 +192,59 @@ func TestForwardedMessageForEndedSessionIsDropped(t *testing.T) {
 	}
 	if _, data := s.next(t); !strings.Contains(data, `"id":2`) {
 		t.Fatalf("got %q", data)
+	}
+}
+
+// A session with MaxInFlight messages being handled refuses more with 503,
+// locally and through another instance, and takes them again once answers
+// went out.
+func TestBusySessionRefusesMore(t *testing.T) {
+	release := make(chan struct{})
+	m := server.NewMCPServer("t", "1", server.WithToolCapabilities(false))
+	m.AddTool(mcp.NewTool("block"), func(ctx context.Context, _ mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return mcp.NewToolResultText("done"), nil
+	})
+	in := startInstancesWith(t, 2, m)
+	a, b := in[0], in[1]
+	s, endpoint := open(t, a.ts, "alice")
+	call := func(id int) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"block"}}`, id)
+	}
+	init := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	if code := post(t, a.ts.URL+endpoint, "alice", init); code != 202 {
+		t.Fatalf("initialize: %d", code)
+	}
+	s.next(t)
+	for i := 1; i <= MaxInFlight; i++ {
+		via := a
+		if i%2 == 0 {
+			via = b
+		}
+		if code := post(t, via.ts.URL+endpoint, "alice", call(i)); code != 202 {
+			t.Fatalf("call %d: %d", i, code)
+		}
+	}
+	for _, via := range []*instance{a, b} {
+		if code := post(t, via.ts.URL+endpoint, "alice", call(1000)); code != 503 {
+			t.Fatalf("call over the limit through %s: %d, want 503", via.ts.URL, code)
+		}
+	}
+	close(release)
+	for range MaxInFlight {
+		if _, data := s.next(t); !strings.Contains(data, `"done"`) {
+			t.Fatalf("got %q", data)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for post(t, b.ts.URL+endpoint, "alice", call(2000)) != 202 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session stayed busy after its messages were answered")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

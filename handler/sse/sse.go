@@ -85,13 +85,22 @@ func New(m *server.MCPServer, opts Options) (*Server, error) {
 	return &Server{mcp: m, opts: opts, sessions: map[string]*session{}, closing: make(chan struct{})}, nil
 }
 
+// MaxInFlight bounds the messages of one session being handled at once;
+// more are refused (503) rather than queued without limit.
+const MaxInFlight = 64
+
 type session struct {
 	id     string
 	owner  string
 	events chan []byte
 	notes  chan mcp.JSONRPCNotification
-	// inbox holds forwarded messages, handled one at a time in order.
-	inbox chan []byte
+	// base carries the stream request's values (the caller's identity)
+	// without its cancellation: forwarded messages run with it, since they
+	// come from the same user (the forwarder checked the MAC, Deliver the
+	// subject).
+	base context.Context
+	// busy counts messages being handled, local and forwarded alike.
+	busy  atomic.Int32
 	done  chan struct{}
 	once  sync.Once
 	init  atomic.Bool
@@ -159,7 +168,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 		owner:  owner,
 		events: make(chan []byte, 64),
 		notes:  make(chan mcp.JSONRPCNotification, 64),
-		inbox:  make(chan []byte, 64),
+		base:   context.WithoutCancel(r.Context()),
 		done:   make(chan struct{}),
 	}
 	s.mu.Lock()
@@ -192,9 +201,6 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 		// Session ids and MACs are base64url and instance ids lowercase
 		// alphanumerics: nothing to escape.
 		endpoint += "&instance=" + bp.ID() + "&sig=" + bp.Sign(bp.ID(), sess.id, owner)
-		// Forwarded messages run with the stream's identity (the same user,
-		// checked by the forwarder's MAC and again in Deliver).
-		go s.drain(context.WithoutCancel(r.Context()), sess)
 	}
 	if _, err := fmt.Fprintf(w, "event: endpoint\ndata: %s\n\n", endpoint); err != nil {
 		return
@@ -268,23 +274,38 @@ func (s *Server) serveMessage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	switch s.dispatch(context.WithoutCancel(r.Context()), sess, body) {
+	case backplane.Delivered:
+		w.WriteHeader(http.StatusAccepted)
+	case backplane.Busy:
+		writeError(w, http.StatusServiceUnavailable, busyMessage)
+	default:
 		writeError(w, http.StatusServiceUnavailable, "server is shutting down; reconnect")
-		return
+	}
+}
+
+const busyMessage = "too many messages of this session are being handled; wait for answers, then send again"
+
+// dispatch starts handling one message of sess, in the background since
+// the answer travels on the stream: the work outlives the POST, not the
+// session. Messages are dispatched in the order they arrive.
+func (s *Server) dispatch(base context.Context, sess *session, body []byte) backplane.Outcome {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return backplane.NoSession
+	}
+	if sess.busy.Add(1) > MaxInFlight {
+		sess.busy.Add(-1)
+		return backplane.Busy
 	}
 	s.inflight.Add(1)
-	s.mu.Unlock()
-
-	// The answer travels on the stream, so the work must outlive this POST,
-	// but not the session.
-	w.WriteHeader(http.StatusAccepted)
 	go func() {
 		defer s.inflight.Done()
-		s.handle(context.WithoutCancel(r.Context()), sess, body)
+		defer sess.busy.Add(-1)
+		s.handle(base, sess, body)
 	}()
+	return backplane.Delivered
 }
 
 // handle runs one client message and puts the answer on the stream. The
@@ -314,49 +335,22 @@ func (s *Server) handle(base context.Context, sess *session, body []byte) {
 	}
 }
 
-// drain handles a session's forwarded messages one at a time, in the order
-// the backplane delivered them, until the session ends.
-func (s *Server) drain(base context.Context, sess *session) {
-	for {
-		select {
-		case <-sess.done:
-			return
-		case body := <-sess.inbox:
-			s.mu.Lock()
-			if s.closed {
-				s.mu.Unlock()
-				return
-			}
-			s.inflight.Add(1)
-			s.mu.Unlock()
-			s.handle(base, sess, body)
-			s.inflight.Done()
-		}
-	}
-}
-
 // Deliver takes a message forwarded by another instance for one of this
-// instance's sessions. A message for a session that no longer exists, or
-// whose caller is not the session's owner, is dropped: nobody is left to
-// answer, or nobody should be. It blocks while the session's inbox is full.
-func (s *Server) Deliver(e backplane.Envelope) {
+// instance's sessions and says what became of it; the forwarder answers its
+// POST accordingly. It never blocks. Forwarded messages run with the
+// stream's identity.
+func (s *Server) Deliver(e backplane.Envelope) backplane.Outcome {
 	s.mu.Lock()
 	sess := s.sessions[e.Session]
-	closed := s.closed
 	s.mu.Unlock()
 	switch {
-	case sess == nil || closed:
-		s.opts.Logger.Debug("sse: dropping a forwarded message for a session that is gone", "from", e.From)
-		return
+	case sess == nil:
+		return backplane.NoSession
 	case e.Subject != sess.owner:
-		s.opts.Logger.Warn("sse: dropping a forwarded message whose caller does not own the session", "from", e.From)
-		return
+		s.opts.Logger.Warn("sse: refusing a forwarded message whose caller does not own the session", "from", e.From)
+		return backplane.NotOwner
 	}
-	select {
-	case sess.inbox <- e.Message:
-	case <-sess.done:
-	case <-s.closing:
-	}
+	return s.dispatch(sess.base, sess, e.Message)
 }
 
 // forward handles a POST for a session this instance does not hold: with a
@@ -371,7 +365,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if instance == bp.ID() {
-		writeError(w, http.StatusNotFound, "session not found; reconnect: it ended on the instance that held it")
+		writeError(w, http.StatusNotFound, sessionEnded)
 		return
 	}
 	owner, ok := s.opts.Owner(r)
@@ -393,12 +387,30 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id string) {
 	if !ok {
 		return
 	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		// This instance stops taking receipts soon: let the client retry
+		// elsewhere rather than wait for one that may not arrive.
+		writeError(w, http.StatusServiceUnavailable, "this server is shutting down; send the message again")
+		return
+	}
 	err := bp.Forward(r.Context(), instance, backplane.Envelope{Session: id, Subject: owner, Message: body})
 	switch {
 	case err == nil:
 		w.WriteHeader(http.StatusAccepted)
 	case errors.Is(err, backplane.ErrGone):
 		writeError(w, http.StatusNotFound, "session not found; reconnect: the instance that held it has stopped")
+	case errors.Is(err, backplane.ErrSessionEnded):
+		writeError(w, http.StatusNotFound, sessionEnded)
+	case errors.Is(err, backplane.ErrNotOwner):
+		writeError(w, http.StatusForbidden, "this session belongs to another user")
+	case errors.Is(err, backplane.ErrBusy):
+		writeError(w, http.StatusServiceUnavailable, busyMessage)
+	case errors.Is(err, backplane.ErrUnconfirmed):
+		s.opts.Logger.Warn("sse: a forwarded message was taken but not confirmed", "instance", instance)
+		writeError(w, http.StatusGatewayTimeout, "the instance holding this session took the message but did not confirm it; if no answer arrives on the stream, reconnect")
 	case errors.Is(err, backplane.ErrTooLarge):
 		writeRPCError(w, http.StatusRequestEntityTooLarge, mcp.INVALID_REQUEST,
 			fmt.Sprintf("message too large to forward to the instance holding this session (at most about %d bytes of JSON)", backplane.MaxEncoded*3/4-256))
@@ -414,6 +426,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusServiceUnavailable, msg)
 	}
 }
+
+const sessionEnded = "session not found; reconnect: it ended on the instance that held it"
 
 // readMessage reads and checks a posted JSON-RPC message, answering the
 // POST itself when it is unusable.
