@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
@@ -54,8 +55,9 @@ const MaxEncoded = 64 * 1024
 
 // Defaults of Options.
 const (
-	DefaultMinPoll = 20 * time.Millisecond
-	DefaultMaxPoll = 1500 * time.Millisecond
+	DefaultMinPoll  = 20 * time.Millisecond
+	DefaultMaxPoll  = 500 * time.Millisecond
+	DefaultIdlePoll = 5 * time.Second
 	// DefaultReceiptPoll is the wait between polls while a Forward waits
 	// for its receipt: short, since a POST is waiting on it, and only for
 	// as long as some POST is.
@@ -69,9 +71,10 @@ const (
 	// then dropped or delivered by nobody, since its sessions died too).
 	visibility = 30
 	batchSize  = 32
-	// linger is how long polls stay at MinPoll after the last message
-	// before backing off: a conversation's next message usually follows
-	// its answer within a few hundred milliseconds.
+	// hot is how long polls stay at ReceiptPoll after the last message,
+	// and linger how long at MinPoll, before backing off: a client's next
+	// message often follows the answer to its last one closely.
+	hot    = 100 * time.Millisecond
 	linger = time.Second
 	// DefaultHeartbeat is how often an instance stamps its queue's
 	// metadata with the time, so others can tell a live instance from a
@@ -172,9 +175,10 @@ type Options struct {
 	// letters/digits.
 	ID string
 	// MinPoll is the wait after an empty poll that followed a busy one;
-	// waits double up to MaxPoll while the queue stays empty. After a
+	// waits double up to MaxPoll while the queue stays empty and someone
+	// listens (see Listen), up to IdlePoll while nobody does. After a
 	// non-empty poll the next poll is immediate.
-	MinPoll, MaxPoll time.Duration
+	MinPoll, MaxPoll, IdlePoll time.Duration
 	// ReceiptPoll and ReceiptTimeout: see DefaultReceiptPoll and
 	// DefaultReceiptTimeout.
 	ReceiptPoll, ReceiptTimeout time.Duration
@@ -194,8 +198,11 @@ type Backplane struct {
 	opts   Options
 	log    *slog.Logger
 
-	// kick wakes Run when a Forward starts waiting for a receipt.
+	// kick wakes Run when a Forward starts waiting for a receipt or a
+	// listener arrives.
 	kick chan struct{}
+	// listeners counts Listen calls not yet ended.
+	listeners atomic.Int32
 	// sending counts receipts being sent, so Close can wait for them.
 	sending sync.WaitGroup
 
@@ -237,6 +244,12 @@ func New(o Options) (*Backplane, error) {
 	}
 	if o.MaxPoll < o.MinPoll {
 		o.MaxPoll = o.MinPoll
+	}
+	if o.IdlePoll <= 0 {
+		o.IdlePoll = DefaultIdlePoll
+	}
+	if o.IdlePoll < o.MaxPoll {
+		o.IdlePoll = o.MaxPoll
 	}
 	if o.ReceiptPoll <= 0 {
 		o.ReceiptPoll = DefaultReceiptPoll
@@ -388,6 +401,18 @@ func (b *Backplane) storageReset(ctx context.Context) bool {
 		return true
 	}
 	return false
+}
+
+// Listen declares that this instance holds something forwarded messages
+// may be for (an SSE session) until the returned function is called. While
+// anyone listens, an empty queue is polled at least every MaxPoll; while
+// nobody does, every IdlePoll, since then only messages for sessions that
+// ended can arrive (and receipts, which Forward polls for itself).
+func (b *Backplane) Listen() (stop func()) {
+	b.listeners.Add(1)
+	b.wake()
+	var once sync.Once
+	return func() { once.Do(func() { b.listeners.Add(-1) }) }
 }
 
 // wake makes Run poll now.
@@ -600,10 +625,11 @@ func newMessageID() string {
 // (hand the message over, do not process it).
 //
 // Polls are immediate while messages flow, every ReceiptPoll while a
-// Forward waits for a receipt, every MinPoll for a second after the last
-// message, then back off, doubling up to MaxPoll, while the queue stays
-// empty; storage errors back off to MaxPoll too. An idle instance thus
-// polls about once per MaxPoll.
+// Forward waits for a receipt and for 100 ms after the last message, every
+// MinPoll until a second after it, then back off, doubling up to MaxPoll
+// while someone listens (see Listen) or IdlePoll while nobody does; storage
+// errors back off to MaxPoll. An instance holding quiet sessions thus polls
+// about once per MaxPoll, one holding none once per IdlePoll.
 func (b *Backplane) Run(ctx context.Context, deliver func(Envelope) Outcome) {
 	defer b.sending.Wait()
 	wait := b.opts.MinPoll
@@ -620,6 +646,7 @@ func (b *Backplane) Run(ctx context.Context, deliver func(Envelope) Outcome) {
 		case <-timer.C:
 		case <-b.kick:
 			timer.Stop()
+			wait = b.opts.MinPoll // back off afresh from here
 		}
 		if now := b.opts.now(); now.Sub(lastBeat) >= b.opts.Heartbeat {
 			if err := b.beat(ctx); err != nil && ctx.Err() == nil {
@@ -666,10 +693,14 @@ func (b *Backplane) Run(ctx context.Context, deliver func(Envelope) Outcome) {
 			}
 		case n > 0:
 			wait, last = 0, time.Now()
+		case time.Since(last) < hot:
+			wait = b.opts.ReceiptPoll
 		case time.Since(last) < linger:
 			wait = b.opts.MinPoll
+		case b.listeners.Load() > 0:
+			wait = min(max(wait*2, b.opts.MinPoll), b.opts.MaxPoll)
 		default:
-			wait = min(wait*2, b.opts.MaxPoll)
+			wait = min(max(wait*2, b.opts.MinPoll), b.opts.IdlePoll)
 		}
 		if err == nil && b.awaited() {
 			wait = min(wait, b.opts.ReceiptPoll)

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/mcp-apim/remote-mcp/handler/testenv"
@@ -401,5 +404,114 @@ func TestDeadInstancesQueues(t *testing.T) {
 	want := []string{QueueName(live.ID()), QueueName(sender.ID())}
 	if len(left) != 2 || !slices.Contains(left, want[0]) || !slices.Contains(left, want[1]) {
 		t.Errorf("queues left %v, want %v", left, want)
+	}
+}
+
+// BenchmarkForward measures one Forward round trip on Azurite: the message
+// onto the owner's queue, the owner's poll and delivery, the receipt back
+// and the forwarder's poll, with the default poll settings and a listener
+// on the owner (an open SSE session). "busy" forwards back to back;
+// "quiet" pauses past the owner's fast-poll second before each forward, so
+// the owner has backed off towards MaxPoll (run it with -benchtime=10x).
+func BenchmarkForward(b *testing.B) {
+	az := testenv.StartAzurite(b)
+	qc := az.Clients(b).Queue
+	key := testKey()
+	var bps []*Backplane
+	for range 2 {
+		bp, err := New(Options{Client: qc, Key: key})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := bp.Start(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		c, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); bp.Run(c, accept) }()
+		b.Cleanup(func() { cancel(); <-done; _ = bp.Close(context.Background()) })
+		bps = append(bps, bp)
+	}
+	defer bps[1].Listen()()
+	msg := Envelope{Session: "s", Subject: "u", Message: json.RawMessage(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)}
+	run := func(b *testing.B, pause func() time.Duration) {
+		lat := make([]time.Duration, 0, 1024)
+		for b.Loop() {
+			if d := pause(); d > 0 {
+				b.StopTimer()
+				time.Sleep(d)
+				b.StartTimer()
+			}
+			t0 := time.Now()
+			if err := bps[0].Forward(b.Context(), bps[1].ID(), msg); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+	b.Run("busy", func(b *testing.B) { run(b, func() time.Duration { return 0 }) })
+	b.Run("quiet", func(b *testing.B) {
+		// Past linger, with a varying phase against the owner's poll timer.
+		run(b, func() time.Duration { return linger + time.Duration(mrand.Int64N(int64(2*DefaultMaxPoll))) })
+	})
+}
+
+// countPolls is a pipeline policy counting dequeue requests (GET on a
+// queue's messages).
+type countPolls struct{ n atomic.Int64 }
+
+func (c *countPolls) Do(req *policy.Request) (*http.Response, error) {
+	if r := req.Raw(); r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/messages") {
+		c.n.Add(1)
+	}
+	return req.Next()
+}
+
+// An instance nobody listens on polls about once per IdlePoll; one with a
+// listener about once per MaxPoll; neither polls faster than that once
+// traffic stopped. (Bounds from above are exact; the comparison between
+// the two leaves a wide margin for a slow machine.)
+func TestPollRates(t *testing.T) {
+	az := testenv.StartAzurite(t)
+	counter := &countPolls{}
+	qc, err := azqueue.NewServiceClientFromConnectionString(az.ConnectionString, &azqueue.ClientOptions{
+		ClientOptions: policy.ClientOptions{PerCallPolicies: []policy.Policy{counter}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const minPoll, maxPoll, idlePoll = 10 * time.Millisecond, 50 * time.Millisecond, 250 * time.Millisecond
+	b, err := New(Options{Client: qc, Key: testKey(), MinPoll: minPoll, MaxPoll: maxPoll, IdlePoll: idlePoll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	run(t, b, accept)
+	const window = 2 * time.Second
+	measure := func() int64 {
+		time.Sleep(linger + idlePoll) // past the fast polls after start or a wake
+		before := counter.n.Load()
+		time.Sleep(window)
+		return counter.n.Load() - before
+	}
+	idle := measure()
+	stop := b.Listen()
+	listening := measure()
+	stop()
+	t.Logf("polls in %v: %d idle, %d with a listener", window, idle, listening)
+	if limit := int64(window/idlePoll) + 2; idle > limit {
+		t.Errorf("idle: %d polls, at most %d expected", idle, limit)
+	}
+	if limit := int64(window/maxPoll) + 2; listening > limit {
+		t.Errorf("listening: %d polls, at most %d expected", listening, limit)
+	}
+	if listening < 2*idle {
+		t.Errorf("a listener did not speed polling up: %d polls against %d idle", listening, idle)
 	}
 }

@@ -201,6 +201,8 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 		// Session ids and MACs are base64url and instance ids lowercase
 		// alphanumerics: nothing to escape.
 		endpoint += "&instance=" + bp.ID() + "&sig=" + bp.Sign(bp.ID(), sess.id, owner)
+		// Poll for forwarded messages briskly while the session lives.
+		defer bp.Listen()()
 	}
 	if _, err := fmt.Fprintf(w, "event: endpoint\ndata: %s\n\n", endpoint); err != nil {
 		return
