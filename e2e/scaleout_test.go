@@ -28,6 +28,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcp-apim/remote-mcp/handler/auth/authtest"
+	"github.com/mcp-apim/remote-mcp/handler/backplane"
 	"github.com/mcp-apim/remote-mcp/handler/testenv"
 )
 
@@ -579,6 +580,35 @@ func TestScaleOutExactlyOnce(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "reconnect") {
 			t.Errorf("POST for a stopped instance's session: %d %s", resp.StatusCode, body)
 		}
+	}
+	// It left no queue (and so no message) behind.
+	qc := so.Azurite.Clients(t).Queue
+	if _, err := qc.NewQueueClient(backplane.QueueName(so.Instances[owner])).GetProperties(t.Context(), nil); err == nil {
+		t.Errorf("the stopped instance's queue is still there")
+	}
+
+	// Killed, an instance leaves its queue, freshly stamped: a POST for one
+	// of its sessions waits for a receipt that never comes, then withdraws
+	// its message and answers 404; the queue keeps nothing.
+	victim := (owner + 1) % len(so.Handlers)
+	tok, _ := so.Token(t)
+	endpoint, _, closeVictim := openSSE(t, so.Handlers[victim].BaseURL, tok)
+	defer closeVictim()
+	so.Proxy.SetDown(victim, true)
+	_ = so.Handlers[victim].cmd.Process.Kill()
+	<-so.Handlers[victim].exited
+	t0 := time.Now()
+	resp, body := do(t, "POST", so.Proxy.URL+strings.TrimPrefix(endpoint, so.Handlers[victim].BaseURL), tok, `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil)
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "reconnect") {
+		t.Errorf("POST for a killed instance's session: %d %s", resp.StatusCode, body)
+	}
+	t.Logf("POST for a killed instance's session answered %d after %v", resp.StatusCode, time.Since(t0).Round(time.Millisecond))
+	props, err := qc.NewQueueClient(backplane.QueueName(so.Instances[victim])).GetProperties(t.Context(), nil)
+	if err != nil {
+		t.Fatalf("the killed instance's queue: %v", err)
+	}
+	if n := props.ApproximateMessagesCount; n == nil || *n != 0 {
+		t.Errorf("the killed instance's queue holds messages after the POST was answered")
 	}
 }
 
