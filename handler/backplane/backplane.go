@@ -146,12 +146,12 @@ func (o Outcome) err() error {
 // Envelope is one forwarded client message.
 type Envelope struct {
 	// Session is the SSE session id.
-	Session string `json:"s"`
+	Session string `json:"s,omitempty"`
 	// Subject is the token subject of the POST's caller; the owner checks it
 	// against the session's again.
-	Subject string `json:"u"`
+	Subject string `json:"u,omitempty"`
 	// Message is the JSON-RPC message as posted.
-	Message json.RawMessage `json:"m"`
+	Message json.RawMessage `json:"m,omitempty"`
 	// From is the instance that forwarded it; its receipt goes there.
 	From string `json:"f,omitempty"`
 }
@@ -839,6 +839,8 @@ func decode(text *string) (wire, error) {
 	switch {
 	case w.ID == "":
 		return w, errors.New("message without id")
+	case w.Outcome > Busy:
+		return w, fmt.Errorf("receipt with unknown outcome %d", w.Outcome)
 	case w.Outcome != 0:
 		return w, nil
 	case w.Session == "" || len(w.Message) == 0:
