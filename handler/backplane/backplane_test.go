@@ -114,15 +114,21 @@ func run(t *testing.T, b *Backplane, deliver func(Envelope) Outcome) (stop func(
 
 func accept(Envelope) Outcome { return Delivered }
 
+// pair starts Azurite and two fast backplanes sharing a key: an owner and a
+// sender whose receipts wait receiptTimeout (0: the default).
+func pair(t *testing.T, receiptTimeout time.Duration) (qc *azqueue.ServiceClient, owner, sender *Backplane) {
+	t.Helper()
+	qc, _ = queueClient(t)
+	key := testKey()
+	return qc, newFast(t, qc, key, 0), newFast(t, qc, key, receiptTimeout)
+}
+
 // Messages forwarded to an instance arrive once each, in order; each
 // Forward returns what the owner did with its message; messages still
 // queued at Close are answered "no such session", and the queue
 // disappears.
 func TestForwardRunClose(t *testing.T) {
-	qc, _ := queueClient(t)
-	key := testKey()
-	owner := newFast(t, qc, key, 0)
-	sender := newFast(t, qc, key, 0)
+	qc, owner, sender := pair(t, 0)
 	c := ctx(t)
 
 	var mu sync.Mutex
@@ -233,10 +239,7 @@ func waitForMessages(t *testing.T, qc *azqueue.ServiceClient, instance string, n
 // ErrGone never hides a late delivery; one the owner takes but does not
 // confirm is reported as ErrUnconfirmed.
 func TestForwardWithoutReceipt(t *testing.T) {
-	qc, _ := queueClient(t)
-	key := testKey()
-	owner := newFast(t, qc, key, 0)
-	sender := newFast(t, qc, key, 300*time.Millisecond)
+	qc, owner, sender := pair(t, 300*time.Millisecond)
 	run(t, sender, accept)
 	c := ctx(t)
 
@@ -266,10 +269,7 @@ func TestForwardWithoutReceipt(t *testing.T) {
 // After storage lost every queue (an emulator restarted empty), a Forward
 // waits for the owner to re-create its queue instead of calling it gone.
 func TestForwardWaitsForRecreatedQueue(t *testing.T) {
-	qc, _ := queueClient(t)
-	key := testKey()
-	owner := newFast(t, qc, key, 0)
-	sender := newFast(t, qc, key, 0)
+	qc, owner, sender := pair(t, 0)
 	c := ctx(t)
 	delivered := make(chan Envelope, 1)
 	run(t, owner, func(e Envelope) Outcome { delivered <- e; return Delivered })
@@ -293,10 +293,7 @@ func TestForwardWaitsForRecreatedQueue(t *testing.T) {
 }
 
 func TestForwardLimits(t *testing.T) {
-	qc, _ := queueClient(t)
-	key := testKey()
-	owner := newFast(t, qc, key, 0)
-	sender := newFast(t, qc, key, 0)
+	_, owner, sender := pair(t, 0)
 	run(t, owner, accept)
 	run(t, sender, accept)
 	c := ctx(t)
@@ -357,10 +354,7 @@ func TestRunSurvivesOutage(t *testing.T) {
 // forwarding to it answers ErrGone and deletes the queue, and sweeps delete
 // such queues; live instances' queues stay.
 func TestDeadInstancesQueues(t *testing.T) {
-	qc, _ := queueClient(t)
-	key := testKey()
-	live := newFast(t, qc, key, 0)
-	sender := newFast(t, qc, key, 0)
+	qc, live, sender := pair(t, 0)
 	c := ctx(t)
 	old := fmt.Sprint(time.Now().Add(-time.Hour).Unix())
 	mk := func(id string, meta map[string]*string) {
