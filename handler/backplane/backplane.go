@@ -212,7 +212,8 @@ type Backplane struct {
 	waiting map[string]chan Outcome
 	// live caches when other instances were last seen alive.
 	live map[string]liveness
-	// recreated is when Run last re-created this instance's lost queue.
+	// recreated is when Run last found this instance's queue lost and set
+	// about re-creating it.
 	recreated time.Time
 }
 
@@ -389,18 +390,17 @@ func (b *Backplane) alive(ctx context.Context, instance string) (bool, error) {
 // another instance's missing queue is likely to come back at its next
 // poll; otherwise it was deleted on purpose (Close, Sweep) and stays gone.
 func (b *Backplane) storageReset(ctx context.Context) bool {
-	b.mu.Lock()
-	r := b.recreated
-	b.mu.Unlock()
-	if !r.IsZero() && b.opts.now().Sub(r) < 2*b.opts.MaxPoll {
-		return true
-	}
 	_, err := b.queue.GetProperties(ctx, nil)
 	if queueerror.HasCode(err, queueerror.QueueNotFound, queueerror.QueueBeingDeleted) {
 		b.wake() // Run re-creates it
 		return true
 	}
-	return false
+	// Read after the queue was seen: Run notes the time before it
+	// re-creates the queue.
+	b.mu.Lock()
+	r := b.recreated
+	b.mu.Unlock()
+	return !r.IsZero() && b.opts.now().Sub(r) < 2*b.opts.MaxPoll
 }
 
 // Listen declares that this instance holds something forwarded messages
@@ -681,14 +681,15 @@ func (b *Backplane) Run(ctx context.Context, deliver func(Envelope) Outcome) {
 				wait = 100 * time.Millisecond
 			}
 			if queueerror.HasCode(err, queueerror.QueueNotFound) {
-				// Someone deleted our queue: make it again.
+				// Storage lost our queue: make it again. Note the time first
+				// (see storageReset).
+				b.mu.Lock()
+				b.recreated = b.opts.now()
+				b.mu.Unlock()
 				if serr := b.Start(ctx); serr != nil {
 					b.log.Warn("backplane: recreating queue failed", "err", serr)
 				} else {
 					wait = 0
-					b.mu.Lock()
-					b.recreated = b.opts.now()
-					b.mu.Unlock()
 				}
 			}
 		case n > 0:
@@ -737,12 +738,15 @@ func (b *Backplane) pollOnce(ctx context.Context, deliver func(Envelope) Outcome
 	}
 	b.pruneSeen()
 	count := 0
+	// Deliver in queue order; delete beside it, all at once: a batch must
+	// not wait for its messages' deletes one after another.
+	var deletes sync.WaitGroup
 	for _, m := range resp.Messages {
 		if m == nil || m.MessageID == nil || m.PopReceipt == nil {
 			continue
 		}
 		count++
-		id := *m.MessageID
+		id, pop := *m.MessageID, *m.PopReceipt
 		b.mu.Lock()
 		_, dup := b.seen[id]
 		b.mu.Unlock()
@@ -752,20 +756,26 @@ func (b *Backplane) pollOnce(ctx context.Context, deliver func(Envelope) Outcome
 			b.seen[id] = time.Now()
 			b.mu.Unlock()
 		}
-		// Delete with a context of its own: a message handed over must not
-		// come back because shutdown began.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_, derr := b.queue.DeleteMessage(dctx, id, *m.PopReceipt, nil)
-		cancel()
-		if derr != nil && !queueerror.HasCode(derr, queueerror.MessageNotFound) {
-			b.log.Warn("backplane: could not delete a delivered message; it will be skipped if it returns", "err", storage.Classify(derr))
-		} else {
-			b.mu.Lock()
-			delete(b.seen, id)
-			b.mu.Unlock()
-		}
+		deletes.Go(func() { b.delete(ctx, id, pop) })
 	}
+	deletes.Wait()
 	return count, nil
+}
+
+// delete removes a handled message, with a context of its own: a message
+// handed over must not come back because shutdown began. If it does come
+// back (the delete failed), seen makes Run skip it.
+func (b *Backplane) delete(ctx context.Context, id, pop string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err := b.queue.DeleteMessage(dctx, id, pop, nil)
+	if err != nil && !queueerror.HasCode(err, queueerror.MessageNotFound) {
+		b.log.Warn("backplane: could not delete a delivered message; it will be skipped if it returns", "err", storage.Classify(err))
+		return
+	}
+	b.mu.Lock()
+	delete(b.seen, id)
+	b.mu.Unlock()
 }
 
 // take handles one queue message: a receipt goes to its waiting Forward

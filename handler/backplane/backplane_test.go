@@ -447,6 +447,20 @@ func BenchmarkForward(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	}
 	b.Run("busy", func(b *testing.B) { run(b, func() time.Duration { return 0 }) })
+	b.Run("parallel", func(b *testing.B) {
+		// 32 forwarders at once: throughput of one owner's poll loop.
+		b.SetParallelism(16)
+		t0 := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := bps[0].Forward(context.Background(), bps[1].ID(), msg); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "msgs/s")
+	})
 	b.Run("quiet", func(b *testing.B) {
 		// Past linger, with a varying phase against the owner's poll timer.
 		run(b, func() time.Duration { return linger + time.Duration(mrand.Int64N(int64(2*DefaultMaxPoll))) })
