@@ -56,9 +56,6 @@ namespace Gateway
         private const string Namespace = "GatewayExpressions";
         private const string ClassName = "Compiled";
 
-        /// <summary>Time taken by the last Compile (compiler, IL check and binding).</summary>
-        public static TimeSpan LastCompileTime { get; private set; }
-
         private static readonly string[] Usings =
         {
             "System", "System.Collections.Generic", "System.Linq", "System.Text", "System.Text.RegularExpressions",
@@ -80,7 +77,7 @@ namespace Gateway
             {
                 problems.Add(new Problem(null, "cannot compile the policy expressions: " + e.Message));
             }
-            LastCompileTime = sw.Elapsed;
+            if (b != null) b.ExpressionCompileTime = sw.Elapsed;
         }
 
         private static readonly Regex Directive = new Regex(@"^[ \t]*#", RegexOptions.Multiline);

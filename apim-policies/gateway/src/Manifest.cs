@@ -26,7 +26,6 @@ using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Linq;
-using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
 using Newtonsoft.Json;
 using Newtonsoft.Json.Linq;
@@ -40,21 +39,16 @@ namespace Gateway
         private static readonly Regex PathSegment = new Regex(@"^[A-Za-z0-9._~-]+$");
         private static readonly Regex ParamName = new Regex(@"^[A-Za-z_][A-Za-z0-9_-]*$");
 
-        private static readonly ConditionalWeakTable<ApiDef, string> apiDisplayNames = new ConditionalWeakTable<ApiDef, string>();
-        private static readonly ConditionalWeakTable<OperationDef, string> opDisplayNames = new ConditionalWeakTable<OperationDef, string>();
-
         /// <summary>The API's displayName from the manifest (its name when none was given).</summary>
         public static string DisplayName(ApiDef api)
         {
-            string n;
-            return api != null && apiDisplayNames.TryGetValue(api, out n) ? n : (api == null ? null : api.Name);
+            return api == null ? null : api.DisplayName ?? api.Name;
         }
 
         /// <summary>The operation's displayName from the manifest (its name when none was given).</summary>
         public static string DisplayName(OperationDef op)
         {
-            string n;
-            return op != null && opDisplayNames.TryGetValue(op, out n) ? n : (op == null ? null : op.Name);
+            return op == null ? null : op.DisplayName ?? op.Name;
         }
 
         /// <summary>
@@ -215,7 +209,7 @@ namespace Gateway
                 CheckKeys(o, what, "name", "displayName", "description", "path", "serviceUrl", "subscriptionRequired", "policy", "operations");
                 var api = new ApiDef { Name = name };
                 string display = Str(o, "displayName", what, false);
-                apiDisplayNames.Add(api, string.IsNullOrEmpty(display) ? name : display);
+                api.DisplayName = string.IsNullOrEmpty(display) ? name : display;
                 Str(o, "description", what, false);
 
                 string path = Str(o, "path", what, true);
@@ -303,7 +297,7 @@ namespace Gateway
                 CheckKeys(o, what, "name", "displayName", "description", "method", "urlTemplate", "templateParameters", "policy");
                 var op = new OperationDef { Name = name };
                 string display = Str(o, "displayName", what, false);
-                opDisplayNames.Add(op, string.IsNullOrEmpty(display) ? name : display);
+                op.DisplayName = string.IsNullOrEmpty(display) ? name : display;
                 Str(o, "description", what, false);
 
                 string method = Str(o, "method", what, true);

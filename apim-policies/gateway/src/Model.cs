@@ -25,6 +25,8 @@ namespace Gateway
         /// <summary>True for @{ ... } (statements that must return), false for @( ... ).</summary>
         public bool Multi;
         public SourceRef Where;
+        /// <summary>Original line of each line of Code, when a multi-line named value shifted them; null otherwise (see ExpressionLines).</summary>
+        internal int[] OriginalLines;
         /// <summary>Set by the compiler: evaluates the expression against a request's context.</summary>
         public Func<IContextSurface, object> Compiled;
     }
@@ -86,6 +88,8 @@ namespace Gateway
     public sealed class OperationDef
     {
         public string Name;
+        /// <summary>The manifest's displayName (null when none was given: BundleLoader.DisplayName answers Name then).</summary>
+        public string DisplayName;
         public string Method;
         /// <summary>URL template relative to the API path, e.g. "/items/{id}" or "/*".</summary>
         public string UrlTemplate;
@@ -101,6 +105,8 @@ namespace Gateway
     public sealed class ApiDef
     {
         public string Name;
+        /// <summary>The manifest's displayName (null when none was given: BundleLoader.DisplayName answers Name then).</summary>
+        public string DisplayName;
         /// <summary>Path prefix under the gateway origin, without leading or trailing slash ("" for the root).</summary>
         public string Path;
         /// <summary>Backend base URL (service URL), may be empty when every operation returns or sets a backend.</summary>
@@ -129,6 +135,8 @@ namespace Gateway
         public readonly Dictionary<string, string> FragmentFiles = new Dictionary<string, string>();
         public readonly List<Expression> Expressions = new List<Expression>();
         public readonly Dictionary<string, string> NamedValues = new Dictionary<string, string>();
+        /// <summary>Time ExpressionCompiler.Compile took for this bundle (compiler, IL check and binding).</summary>
+        public TimeSpan ExpressionCompileTime;
     }
 
     /// <summary>A problem with the bundle itself (unknown element, bad attribute, expression that does not compile, ...).</summary>

@@ -39,11 +39,14 @@ namespace Gateway
             : base(source, reason, message, where) { Response = response; }
     }
 
-    /// <summary>Per-request bookkeeping of the pipeline that Exec does not carry.</summary>
+    /// <summary>Per-request bookkeeping of the pipeline, kept in Exec.PipelineState and reached through Of.</summary>
     public sealed class ExecState
     {
-        private static readonly ConditionalWeakTable<Exec, ExecState> table = new ConditionalWeakTable<Exec, ExecState>();
-        public static ExecState Of(Exec exec) { return table.GetValue(exec, e => new ExecState()); }
+        /// <summary>exec's state, created on first use (kept in Exec.PipelineState).</summary>
+        public static ExecState Of(Exec exec)
+        {
+            return exec.PipelineState ?? System.Threading.Interlocked.CompareExchange(ref exec.PipelineState, new ExecState(), null) ?? exec.PipelineState;
+        }
 
         internal sealed class Frame
         {

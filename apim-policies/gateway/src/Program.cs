@@ -126,7 +126,7 @@ namespace Gateway
             services.ContextFactory = ContextSurface.For;
             PolicySet.Register(services);
             var pipeline = new Pipeline(services);
-            ManagedIdentity.Prewarm();
+            services.ManagedIdentity.Prewarm();
             var server = new GatewayServer(services, pipeline, new ProblemIndex(bundle, problems));
             try { server.Start(host, port); }
             catch (Exception e)

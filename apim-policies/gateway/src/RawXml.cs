@@ -21,7 +21,6 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
-using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Gateway
@@ -148,15 +147,13 @@ namespace Gateway
     /// <summary>Original lines of the lines of an expression's Code, when a multi-line named value shifted them.</summary>
     internal static class ExpressionLines
     {
-        private static readonly ConditionalWeakTable<Expression, int[]> maps = new ConditionalWeakTable<Expression, int[]>();
-
-        public static void Set(Expression e, int[] lines) { maps.Remove(e); maps.Add(e, lines); }
+        public static void Set(Expression e, int[] lines) { e.OriginalLines = lines; }
 
         /// <summary>The original line of line k (0-based) of e.Code.</summary>
         public static int LineOf(Expression e, int k)
         {
-            int[] lines;
-            if (maps.TryGetValue(e, out lines))
+            var lines = e.OriginalLines;
+            if (lines != null)
             {
                 if (k < 0) return lines[0];
                 return k < lines.Length ? lines[k] : lines[lines.Length - 1] + (k - lines.Length + 1);

@@ -185,6 +185,8 @@ namespace Gateway
         /// <summary>True once forward-request has run (so the pipeline does not forward again).</summary>
         public bool Forwarded;
         private IContextSurface context;
+        /// <summary>The pipeline's bookkeeping of this request; use ExecState.Of(exec).</summary>
+        internal ExecState PipelineState;
 
         public Exec(Services services) { Services = services; }
 
@@ -277,6 +279,12 @@ namespace Gateway
         public readonly RateLimiter RateLimits;
         /// <summary>validate-jwt openid-config: OpenID metadata and JWKS per metadata URL (see ValidateJwt.cs).</summary>
         public readonly OpenIdConfigCache OpenIdConfigs;
+        /// <summary>validate-jwt issuer-signing-keys: parsed RSA keys per (n, e) (see ValidateJwt.cs).</summary>
+        public readonly RsaKeyCache RsaKeys;
+        /// <summary>authentication-managed-identity: the signing key, its JWKS and the cached tokens (see ManagedIdentity.cs).</summary>
+        public readonly ManagedIdentity ManagedIdentity;
+        /// <summary>send-request: the ResponseState behind each response surface stored in a variable (see PolicySet.cs).</summary>
+        public readonly ResponseRegistry Responses = new ResponseRegistry();
         public Action<string> Log = s => Console.Error.WriteLine(s);
 
         public Services()
@@ -284,6 +292,8 @@ namespace Gateway
             Cache = new ValueCache(this);
             RateLimits = new RateLimiter(this);
             OpenIdConfigs = new OpenIdConfigCache(this);
+            RsaKeys = new RsaKeyCache();
+            ManagedIdentity = new ManagedIdentity(this);
         }
     }
 

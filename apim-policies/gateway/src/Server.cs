@@ -294,7 +294,7 @@ namespace Gateway
                     var r = new ResponseState();
                     r.Headers.Set("Content-Type", "application/json");
                     r.Headers.Set("Cache-Control", "no-store");
-                    r.Body = Http.Utf8.GetBytes(ManagedIdentity.Jwks());
+                    r.Body = Http.Utf8.GetBytes(services.ManagedIdentity.Jwks());
                     status = Write(ctx, r, a, method);
                     return;
                 }

@@ -140,7 +140,7 @@ namespace Gateway
             {
                 var resp = BackendClient.Send(breq);
                 var surface = ContextSurface.ResponseFrom(resp);
-                ResponseRegistry.Remember(surface, resp);
+                exec.Services.Responses.Remember(surface, resp);
                 exec.Variables[varName] = surface;
             }
             catch (BackendException be)

@@ -114,7 +114,7 @@ namespace Gateway
                 object v;
                 if (!exec.Variables.TryGetValue(varName, out v) || v == null)
                     throw P.Config(node, "variable \"" + varName + "\" is not set");
-                var found = ResponseRegistry.Find(v);
+                var found = exec.Services.Responses.Find(v);
                 if (found == null) throw P.Config(node, "variable \"" + varName + "\" does not hold a response (send-request stores one)");
                 r = P.Clone(found);
             }

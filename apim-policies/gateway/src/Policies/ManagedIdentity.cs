@@ -12,7 +12,12 @@ using Newtonsoft.Json.Linq;
 
 namespace Gateway
 {
-    public static class ManagedIdentity
+    /// <summary>
+    /// The emulated managed identity of one gateway (one Services): its signing key, generated once
+    /// on first use (or by Prewarm), and the tokens minted with it, cached per resource and client id.
+    /// Thread-safe: requests run on a thread each.
+    /// </summary>
+    public sealed class ManagedIdentity
     {
         public const string Issuer = "https://local-gateway/managed-identity";
         /// <summary>The object id of the emulated managed identity (sub and oid of every token).</summary>
@@ -20,11 +25,23 @@ namespace Gateway
         public const string JwksPath = "/.local-gateway/managed-identity/jwks.json";
         private static readonly TimeSpan Lifetime = TimeSpan.FromHours(1);
 
-        private static readonly Lazy<RSAParameters> key = new Lazy<RSAParameters>(Generate, LazyThreadSafetyMode.ExecutionAndPublication);
-        private static readonly ConcurrentDictionary<string, Tuple<string, DateTime>> tokens = new ConcurrentDictionary<string, Tuple<string, DateTime>>();
+        private readonly Services services;
+        private readonly Lazy<RSAParameters> key = new Lazy<RSAParameters>(Generate, LazyThreadSafetyMode.ExecutionAndPublication);
+        private readonly Lazy<string> kid;
+        private readonly ConcurrentDictionary<string, Tuple<string, DateTime>> tokens = new ConcurrentDictionary<string, Tuple<string, DateTime>>();
+
+        public ManagedIdentity(Services services)
+        {
+            this.services = services;
+            kid = new Lazy<string>(() =>
+            {
+                using (var sha = SHA256.Create())
+                    return JwsCodec.ToBase64Url(sha.ComputeHash(key.Value.Modulus)).Substring(0, 16);
+            }, LazyThreadSafetyMode.ExecutionAndPublication);
+        }
 
         /// <summary>Starts generating the key in the background so the first request does not wait for it.</summary>
-        public static void Prewarm()
+        public void Prewarm()
         {
             ThreadPool.QueueUserWorkItem(_ => { var k = key.Value; });
         }
@@ -38,16 +55,11 @@ namespace Gateway
             }
         }
 
-        private static readonly Lazy<string> kid = new Lazy<string>(() =>
-        {
-            using (var sha = SHA256.Create())
-                return JwsCodec.ToBase64Url(sha.ComputeHash(key.Value.Modulus)).Substring(0, 16);
-        });
-
         /// <summary>kid of the key: the start of the base64url SHA-256 of its modulus.</summary>
-        public static string KeyId { get { return kid.Value; } }
+        public string KeyId { get { return kid.Value; } }
 
-        public static string Jwks()
+        /// <summary>The JWKS (public part of the signing key) served at JwksPath.</summary>
+        public string Jwks()
         {
             var k = key.Value;
             var jwk = new JObject
@@ -59,9 +71,9 @@ namespace Gateway
         }
 
         /// <summary>A token for resource, reused until five minutes before it expires (APIM caches them too).</summary>
-        public static string TokenFor(string resource, string clientId, IClock clock)
+        public string TokenFor(string resource, string clientId)
         {
-            var now = clock.UtcNow;
+            var now = services.Clock.UtcNow;
             var cacheKey = resource + "\n" + (clientId ?? "");
             Tuple<string, DateTime> t;
             if (tokens.TryGetValue(cacheKey, out t) && t.Item2 - now > TimeSpan.FromMinutes(5)) return t.Item1;
@@ -71,7 +83,7 @@ namespace Gateway
             return token;
         }
 
-        private static string Mint(string resource, string clientId, DateTime now, DateTime exp)
+        private string Mint(string resource, string clientId, DateTime now, DateTime exp)
         {
             long iat = (long)(now - new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc)).TotalSeconds;
             long e = (long)(exp - new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc)).TotalSeconds;
@@ -114,7 +126,7 @@ namespace Gateway
             var outVar = P.LiteralAttr(node, "output-token-variable-name");
             bool ignoreError = exec.AttrBool(node, "ignore-error", false);
             string token;
-            try { token = ManagedIdentity.TokenFor(resource, clientId, exec.Services.Clock); }
+            try { token = exec.Services.ManagedIdentity.TokenFor(resource, clientId); }
             catch (Exception e)
             {
                 if (ignoreError) { exec.Services.Log("authentication-managed-identity failed (ignore-error): " + e.Message); return; }

@@ -144,11 +144,11 @@ namespace Gateway
     }
 
     /// <summary>Finds the ResponseState behind an IResponse that send-request stored in a variable (for return-response response-variable-name).</summary>
-    public static class ResponseRegistry
+    public sealed class ResponseRegistry
     {
-        private static readonly ConditionalWeakTable<object, ResponseState> table = new ConditionalWeakTable<object, ResponseState>();
-        public static void Remember(object surface, ResponseState state) { if (surface != null) table.Add(surface, state); }
-        public static ResponseState Find(object surface)
+        private readonly ConditionalWeakTable<object, ResponseState> table = new ConditionalWeakTable<object, ResponseState>();
+        public void Remember(object surface, ResponseState state) { if (surface != null) table.Add(surface, state); }
+        public ResponseState Find(object surface)
         {
             ResponseState r;
             if (surface == null) return null;

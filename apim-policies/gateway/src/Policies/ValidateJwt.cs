@@ -286,6 +286,21 @@ namespace Gateway
     }
 
     /// <summary>
+    /// validate-jwt issuer-signing-keys: RSA keys given as n and e, parsed once per distinct (n, e)
+    /// and reused by every request of the gateway (one per Services). Thread-safe.
+    /// </summary>
+    public sealed class RsaKeyCache
+    {
+        private readonly ConcurrentDictionary<string, RSAParameters> keys = new ConcurrentDictionary<string, RSAParameters>();
+
+        /// <summary>The key of base64url modulus n and exponent e; FormatException when they are not base64url.</summary>
+        public RSAParameters Get(string n, string e)
+        {
+            return keys.GetOrAdd(n + "." + e, _ => new RSAParameters { Modulus = ValidateJwtPolicy.TrimZero(JwsCodec.FromBase64Url(n)), Exponent = JwsCodec.FromBase64Url(e) });
+        }
+    }
+
+    /// <summary>
     /// validate-jwt-policy.md. Token from header-name (for Authorization, "Bearer &lt;token&gt;"; with
     /// require-scheme the scheme must match), query-parameter-name or token-value. Checks, in order:
     /// format, signature (issuer-signing-keys: RSA n+e for RS256/384/512, base64 text for HS256/384/512;
@@ -306,8 +321,6 @@ namespace Gateway
             public RSAParameters Rsa;
             public byte[] Secret;
         }
-
-        private static readonly ConcurrentDictionary<string, RSAParameters> rsaCache = new ConcurrentDictionary<string, RSAParameters>();
 
         public void Execute(PolicyNode node, Exec exec)
         {
@@ -502,7 +515,7 @@ namespace Gateway
                     RSAParameters p;
                     try
                     {
-                        p = rsaCache.GetOrAdd(n + "." + e, _ => new RSAParameters { Modulus = TrimZero(JwsCodec.FromBase64Url(n)), Exponent = JwsCodec.FromBase64Url(e) });
+                        p = exec.Services.RsaKeys.Get(n, e);
                     }
                     catch (FormatException) { throw P.Config(k, "n and e must be base64url"); }
                     list.Add(new Key { Id = id, IsRsa = true, Rsa = p });
