@@ -139,7 +139,7 @@ func (s *Store) getClient(ctx context.Context, id string) (clientRecord, error) 
 	if now.Sub(rec.LastUsed) > s.idleTTL {
 		return clientRecord{}, unknown
 	}
-	if now.Sub(rec.LastUsed) >= touchInterval {
+	if now.Sub(rec.LastUsed) >= TouchInterval {
 		// Best effort: a lost race means somebody else just touched it,
 		// and a failed write only costs a day of idle time.
 		touched := rec

@@ -152,7 +152,7 @@ func (s *Store) touchFamily(ctx context.Context, fid string) {
 	var rec familyRecord
 	etag, err := s.read(ctx, name, &rec)
 	now := s.nowUTC()
-	if err != nil || rec.Status != FamilyActive || now.Sub(rec.LastUsed) < touchInterval {
+	if err != nil || rec.Status != FamilyActive || now.Sub(rec.LastUsed) < TouchInterval {
 		return
 	}
 	rec.LastUsed = now

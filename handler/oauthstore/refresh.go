@@ -226,7 +226,7 @@ func (s *Store) Rotate(ctx context.Context, req RotateRequest) (Issued, error) {
 			return Issued{}, fmt.Errorf("updating the refresh token: %w", err)
 		}
 		committed = true
-		if now.Sub(familyLastUsed) >= touchInterval {
+		if now.Sub(familyLastUsed) >= TouchInterval {
 			s.touchFamily(ctx, rec.Family)
 		}
 		return next, nil

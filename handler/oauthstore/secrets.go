@@ -82,8 +82,9 @@ func plausibleSecret(s string) bool {
 	return true
 }
 
-// Blob names.
-func clientName(id string) string    { return "clients/" + id }
-func codeName(hash string) string    { return "codes/" + hash }
-func refreshName(hash string) string { return "refresh/" + hash }
-func familyName(fid string) string   { return "families/" + fid }
+// Blob names: <kind prefix><id or hash>. The prefixes are ClientPrefix and
+// its siblings; RecordKinds lists them with how long each must be kept.
+func clientName(id string) string    { return ClientPrefix + id }
+func codeName(hash string) string    { return CodePrefix + hash }
+func refreshName(hash string) string { return RefreshPrefix + hash }
+func familyName(fid string) string   { return FamilyPrefix + fid }

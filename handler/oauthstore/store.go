@@ -28,11 +28,14 @@
 // from its own issue, so a client that refreshes at least monthly stays
 // signed in; each rotation starts a new 30 days. A client registration
 // unused for ClientIdleTTL (90 days) is treated as unknown. Nothing here
-// deletes expired records; a storage lifecycle rule on blob last-modified
-// time does it. Records are rewritten when used (last_used at most daily),
-// so safe rules are: codes/ 1 day, refresh/ RefreshTTL + 1 day, families/
-// RefreshTTL + 2 days, clients/ ClientIdleTTL + 2 days after the last
-// modification. (A parent refresh record is rewritten when its successor is
+// deletes expired records; the storage lifecycle rules of
+// infra/modules/storage.bicep do, by blob last-modified time. Clients and
+// families are rewritten when used, at most once per TouchInterval (a day),
+// so [RecordKinds] says how long after its last write each kind of record
+// may still be needed, and the rules delete later than that: codes/ after
+// 1 day, refresh/ RefreshTTL + 1 day, families/ RefreshTTL + 2 days,
+// clients/ ClientIdleTTL + 2 days (e2e/deploy checks the Bicep against
+// RecordKinds). (A parent refresh record is rewritten when its successor is
 // issued, so it outlives every successor that may still need to read it.)
 //
 // # Refresh token rotation
@@ -69,10 +72,58 @@ const (
 	DefaultClientIdleTTL = 90 * 24 * time.Hour
 )
 
-// touchInterval is how stale last_used may get before a read rewrites it.
-// Daily keeps the write rate of busy clients negligible while staying far
-// finer than the 90-day idle limit it feeds.
-const touchInterval = 24 * time.Hour
+// TouchInterval is how stale last_used may get before a use rewrites it
+// (clients on GetClient and CreateCode, families and their clients on
+// Rotate). Daily keeps the write rate of busy clients negligible while
+// staying far finer than the 90-day idle limit it feeds. It is also how far
+// a record's blob last-modified time may lag its latest use, which the
+// lifecycle rules must allow for (RecordKinds).
+const TouchInterval = 24 * time.Hour
+
+// Blob name prefixes of the four kinds of record in the container.
+const (
+	ClientPrefix  = "clients/"
+	CodePrefix    = "codes/"
+	RefreshPrefix = "refresh/"
+	FamilyPrefix  = "families/"
+)
+
+// RecordKind is one kind of record, for whoever deletes expired ones.
+type RecordKind struct {
+	// Prefix is the blob name prefix of the kind in the container.
+	Prefix string
+	// KeepFor is how long after its blob was last written a record may
+	// still be read as valid, at the default lifetimes (the handler uses
+	// Options{}). Deleting a record any later than that is safe.
+	KeepFor time.Duration
+}
+
+// RecordKinds lists every kind of record the Store writes, with how long
+// each must be kept after its last write. The storage lifecycle rules of
+// infra/modules/storage.bicep delete by these prefixes, and e2e/deploy
+// checks them against this list.
+func RecordKinds() []RecordKind {
+	return []RecordKind{
+		// Valid for CodeTTL from creation, which precedes every write.
+		// A consumed code kept longer only turns a late replay into a
+		// family revocation instead of "unknown"; both refuse it.
+		{CodePrefix, DefaultCodeTTL},
+		// A token expires RefreshTTL after its creation, which precedes
+		// every write of its record. Its successor reads it on first use,
+		// but the record is rewritten when that successor is issued, so
+		// the successor expires no later than RefreshTTL after that write.
+		{RefreshPrefix, DefaultRefreshTTL},
+		// A family must exist while any of its refresh tokens (RefreshTTL
+		// from issue) or access tokens (an hour) is valid: a missing family
+		// counts as revoked. Rotate rewrites it only if its last_used is a
+		// TouchInterval old, so the newest token may be issued up to a
+		// TouchInterval after the family's last write.
+		{FamilyPrefix, DefaultRefreshTTL + TouchInterval},
+		// Idle expiry counts from last_used, which is set exactly when the
+		// record is written (created or touched); nothing else rewrites it.
+		{ClientPrefix, DefaultClientIdleTTL},
+	}
+}
 
 // maxRecordBytes bounds what a read loads into memory. Records are well
 // under a kilobyte; anything larger was not written by this package.
