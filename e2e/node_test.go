@@ -185,14 +185,8 @@ func inspectorResult(t *testing.T, r nodeResult, v any) {
 	if r.ExitCode != 0 {
 		t.Fatalf("inspector failed:\n%s", r)
 	}
-	var env struct {
-		Result json.RawMessage `json:"result"`
-	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &env); err != nil || len(env.Result) == 0 {
-		t.Fatalf("inspector output is not a JSON result envelope (%v):\n%s", err, r)
-	}
-	if err := json.Unmarshal(env.Result, v); err != nil {
-		t.Fatalf("decoding the result: %v\n%s", err, r)
+	if err := testenv.InspectorResult(r.Stdout, v); err != nil {
+		t.Fatalf("%v\n%s", err, r)
 	}
 }
 

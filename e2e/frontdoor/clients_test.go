@@ -1098,14 +1098,8 @@ func cliInspectorResult(t *testing.T, r cliNodeRun, v any) {
 	if r.Exit != 0 {
 		t.Fatalf("the Inspector CLI failed:\n%s", r)
 	}
-	var env struct {
-		Result json.RawMessage `json:"result"`
-	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &env); err != nil || len(env.Result) == 0 {
-		t.Fatalf("the Inspector CLI's output is not a JSON result envelope (%v):\n%s", err, r)
-	}
-	if err := json.Unmarshal(env.Result, v); err != nil {
-		t.Fatalf("decoding the result: %v\n%s", err, r)
+	if err := testenv.InspectorResult(r.Stdout, v); err != nil {
+		t.Fatalf("%v\n%s", err, r)
 	}
 }
 

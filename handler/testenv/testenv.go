@@ -8,6 +8,7 @@ package testenv
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -100,4 +101,22 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// InspectorResult decodes what MCP Inspector's CLI prints with
+// --format json on success, {"result": ...}, into v.
+func InspectorResult(stdout string, v any) error {
+	var env struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &env); err != nil {
+		return fmt.Errorf("the Inspector CLI's output is not a JSON result envelope: %w", err)
+	}
+	if len(env.Result) == 0 {
+		return errors.New("the Inspector CLI's output has no result")
+	}
+	if err := json.Unmarshal(env.Result, v); err != nil {
+		return fmt.Errorf("decoding the Inspector CLI's result: %w", err)
+	}
+	return nil
 }
