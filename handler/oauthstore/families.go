@@ -146,19 +146,35 @@ func (s *Store) createFamily(ctx context.Context, clientID string, user User) (s
 
 // touchFamily records that the family's tokens are in use, at most daily,
 // and touches its client too: a client that only ever refreshes is in use
-// although it never reads its registration. Best effort throughout.
-func (s *Store) touchFamily(ctx context.Context, fid string) {
+// although it never reads its registration. The family's write must land
+// (or another rotation's touch must have): the storage lifecycle rule
+// deletes a family a fixed time after its last write, so a successor may
+// only be issued within a TouchInterval of that write. The client's touch
+// stays best effort (its rule leaves a margin of days).
+func (s *Store) touchFamily(ctx context.Context, fid string) error {
 	name := familyName(fid)
-	var rec familyRecord
-	etag, err := s.read(ctx, name, &rec)
-	now := s.nowUTC()
-	if err != nil || rec.Status != FamilyActive || now.Sub(rec.LastUsed) < TouchInterval {
-		return
-	}
-	rec.LastUsed = now
-	if s.replace(ctx, name, rec, etag) == nil {
+	for range 2 { // a lost race means somebody touched it first: look again
+		var rec familyRecord
+		etag, err := s.read(ctx, name, &rec)
+		if err != nil {
+			return fmt.Errorf("reading the token family: %w", err)
+		}
+		now := s.nowUTC()
+		if rec.Status != FamilyActive || now.Sub(rec.LastUsed) < TouchInterval {
+			return nil
+		}
+		rec.LastUsed = now
+		err = s.replace(ctx, name, rec, etag)
+		if errors.Is(err, storage.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("recording the token family's use: %w", err)
+		}
 		_, _ = s.getClient(ctx, rec.ClientID)
+		return nil
 	}
+	return contended()
 }
 
 // DefaultCheckTTL is how long FamilyChecker trusts a family's status. It is

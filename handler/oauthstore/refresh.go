@@ -206,6 +206,14 @@ func (s *Store) Rotate(ctx context.Context, req RotateRequest) (Issued, error) {
 			}
 		}
 
+		if now.Sub(familyLastUsed) >= TouchInterval {
+			// Before the successor exists: see touchFamily. Failing here
+			// leaves this token as it was, so the client can retry it.
+			if err := s.touchFamily(ctx, rec.Family); err != nil {
+				return Issued{}, err
+			}
+			familyLastUsed = now
+		}
 		if nextHash == "" {
 			var token string
 			var nrec refreshRecord
@@ -226,9 +234,6 @@ func (s *Store) Rotate(ctx context.Context, req RotateRequest) (Issued, error) {
 			return Issued{}, fmt.Errorf("updating the refresh token: %w", err)
 		}
 		committed = true
-		if now.Sub(familyLastUsed) >= TouchInterval {
-			s.touchFamily(ctx, rec.Family)
-		}
 		return next, nil
 	}
 	return Issued{}, contended()

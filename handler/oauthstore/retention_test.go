@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/lease"
 )
 
 // The storage lifecycle rules (infra/modules/storage.bicep, checked by
@@ -161,4 +163,41 @@ func TestUseRewritesRecords(t *testing.T) {
 	if limit := clk.Now().Add(keepFor[RefreshPrefix]); c.RefreshExpiresAt.After(limit) {
 		t.Errorf("refresh token expiring %v outlives its parent's KeepFor (until %v)", c.RefreshExpiresAt, limit)
 	}
+}
+
+// TestRotationNeedsTheFamilyTouch: when a rotation is due to touch its
+// family and that write fails, the rotation fails rather than issue a
+// successor the lifecycle rule could outlive (it deletes a family a fixed
+// time after its last write), and the token is left usable for a retry.
+func TestRotationNeedsTheFamilyTouch(t *testing.T) {
+	e := startEnv(t)
+	clk := newClock()
+	st := e.store(t, clk)
+	f, a := issue(t, st)
+
+	// A lease makes every write of the family blob fail (412
+	// LeaseIdMissing): a storage failure the store cannot take for a race.
+	lc, err := lease.NewBlobClient(st.blob(familyName(a.FamilyID)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lc.AcquireLease(t.Context(), -1, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Within TouchInterval nothing needs the family written.
+	b := mustRotate(t, st, f, a.RefreshToken)
+	clk.Advance(TouchInterval + time.Minute)
+	if is, err := rotate(t, st, f, b.RefreshToken); err == nil {
+		t.Fatalf("rotation succeeded although the family could not be touched: %+v", is)
+	}
+
+	if _, err := lc.ReleaseLease(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	c := mustRotate(t, st, f, b.RefreshToken) // the retry works
+	if c.RefreshToken == "" || c.RefreshToken == b.RefreshToken {
+		t.Fatalf("retry issued %+v", c)
+	}
+	mustRotate(t, st, f, c.RefreshToken)
 }
