@@ -178,9 +178,11 @@ func run() error {
 	// SSE streams never end on their own: close them first so that
 	// srv.Shutdown only waits for ordinary requests.
 	err = errors.Join(api.Shutdown(sctx), srv.Shutdown(sctx))
-	// Streams are closed: stop taking forwarded messages and delete the
-	// queue, so POSTs for this instance's sessions get "session not found;
-	// reconnect" at once instead of waiting.
+	// The backplane ran until now so that POSTs forwarded from here got
+	// their receipts (and messages for this instance's closed sessions got
+	// "no such session"). Stop it; Close answers what is still queued and
+	// deletes the queue, so later POSTs for these sessions get "session not
+	// found; reconnect" at once.
 	stopBP()
 	<-bpDone
 	if bp != nil {

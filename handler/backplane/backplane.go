@@ -103,9 +103,10 @@ var (
 	// ErrBusy: the session has too many messages in flight; the message
 	// was not taken and may be sent again.
 	ErrBusy = errors.New("backplane: the session is busy")
-	// ErrUnconfirmed: the owner took the message off its queue but sent no
-	// receipt in time; it may or may not have been delivered.
-	ErrUnconfirmed = errors.New("backplane: the instance holding the session took the message but did not confirm it")
+	// ErrUnconfirmed: no receipt came, and the message could not be
+	// withdrawn (the owner had taken it, or storage could not be asked): it
+	// may or may not have been delivered.
+	ErrUnconfirmed = errors.New("backplane: delivery to the instance holding the session could not be confirmed")
 	// ErrTooLarge: the envelope does not fit in a queue message.
 	ErrTooLarge = errors.New("backplane: message too large to forward")
 )
@@ -554,8 +555,8 @@ func (b *Backplane) Forward(ctx context.Context, instance string, e Envelope) er
 		b.log.Info("backplane: withdrew a message its instance did not take in time", "instance", instance)
 		return ErrGone
 	}
-	// The owner took it just now, or took it and died: give the receipt a
-	// last chance.
+	// The owner took it just now, or took it and died, or storage did not
+	// answer: give the receipt a last chance.
 	timer.Reset(b.opts.ReceiptTimeout)
 	select {
 	case o := <-receipt:

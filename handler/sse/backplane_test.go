@@ -256,3 +256,23 @@ func offlineClient(t *testing.T) *azqueue.ServiceClient {
 	}
 	return c
 }
+
+// An instance that is shutting down (its own streams closed) still
+// forwards POSTs for sessions held elsewhere: its backplane runs until its
+// HTTP server has drained.
+func TestForwardingWhileShuttingDown(t *testing.T) {
+	in := startInstances(t, 2)
+	a, b := in[0], in[1]
+	s, endpoint := open(t, a.ts, "alice")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := b.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := post(t, b.ts.URL+endpoint, "alice", `{"jsonrpc":"2.0","id":7,"method":"ping"}`); code != 202 {
+		t.Fatalf("post through the stopping instance: %d, want 202", code)
+	}
+	if _, data := s.next(t); !strings.Contains(data, `"id":7`) {
+		t.Fatalf("got %q", data)
+	}
+}

@@ -389,15 +389,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id string) {
 	if !ok {
 		return
 	}
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		// This instance stops taking receipts soon: let the client retry
-		// elsewhere rather than wait for one that may not arrive.
-		writeError(w, http.StatusServiceUnavailable, "this server is shutting down; send the message again")
-		return
-	}
+	// Forwarding goes on while this instance shuts down: the backplane
+	// keeps collecting receipts until the HTTP server has drained.
 	err := bp.Forward(r.Context(), instance, backplane.Envelope{Session: id, Subject: owner, Message: body})
 	switch {
 	case err == nil:
@@ -411,8 +404,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id string) {
 	case errors.Is(err, backplane.ErrBusy):
 		writeError(w, http.StatusServiceUnavailable, busyMessage)
 	case errors.Is(err, backplane.ErrUnconfirmed):
-		s.opts.Logger.Warn("sse: a forwarded message was taken but not confirmed", "instance", instance)
-		writeError(w, http.StatusGatewayTimeout, "the instance holding this session took the message but did not confirm it; if no answer arrives on the stream, reconnect")
+		s.opts.Logger.Warn("sse: a forwarded message was not confirmed", "instance", instance)
+		writeError(w, http.StatusGatewayTimeout, "the instance holding this session did not confirm the message, which may or may not have reached it; if no answer arrives on the stream, reconnect")
 	case errors.Is(err, backplane.ErrTooLarge):
 		writeRPCError(w, http.StatusRequestEntityTooLarge, mcp.INVALID_REQUEST,
 			fmt.Sprintf("message too large to forward to the instance holding this session (at most about %d bytes of JSON)", backplane.MaxEncoded*3/4-256))
