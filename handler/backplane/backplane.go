@@ -212,13 +212,11 @@ type Backplane struct {
 	// waiting maps the ids of forwarded messages to their Forward calls.
 	waiting map[string]chan Outcome
 	// live caches when other instances were last seen alive.
-	live map[string]liveness
+	live map[string]time.Time
 	// recreated is when Run last found this instance's queue lost and set
 	// about re-creating it.
 	recreated time.Time
 }
-
-type liveness struct{ checked time.Time }
 
 // New returns a Backplane with a fresh instance id. It does not contact
 // storage; call Start.
@@ -275,7 +273,7 @@ func New(o Options) (*Backplane, error) {
 		o.now = time.Now
 	}
 	return &Backplane{
-		live:   map[string]liveness{},
+		live:   map[string]time.Time{},
 		client: o.Client, key: key, id: o.ID, opts: o, log: o.Logger,
 		queue:   o.Client.NewQueueClient(QueueName(o.ID)),
 		seen:    map[string]time.Time{},
@@ -354,9 +352,9 @@ func (b *Backplane) stale(meta map[string]*string) bool {
 func (b *Backplane) alive(ctx context.Context, instance string) (bool, error) {
 	now := b.opts.now()
 	b.mu.Lock()
-	l, ok := b.live[instance]
+	at, ok := b.live[instance]
 	b.mu.Unlock()
-	if ok && now.Sub(l.checked) < b.opts.Heartbeat {
+	if ok && now.Sub(at) < b.opts.Heartbeat {
 		return true, nil
 	}
 	q := b.client.NewQueueClient(QueueName(instance))
@@ -380,7 +378,7 @@ func (b *Backplane) alive(ctx context.Context, instance string) (bool, error) {
 	if len(b.live) > 1000 {
 		clear(b.live)
 	}
-	b.live[instance] = liveness{checked: now}
+	b.live[instance] = now
 	b.mu.Unlock()
 	return true, nil
 }
