@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcp-apim/remote-mcp/handler/auth"
 	"github.com/mcp-apim/remote-mcp/handler/backplane"
+	"github.com/mcp-apim/remote-mcp/handler/cimd"
 	"github.com/mcp-apim/remote-mcp/handler/config"
 	"github.com/mcp-apim/remote-mcp/handler/httpapi"
 	"github.com/mcp-apim/remote-mcp/handler/internalapi"
@@ -58,7 +59,8 @@ func run() error {
 		return err
 	}
 	store := snippets.New(clients.Blob, snippetContainer)
-	oauth := oauthstore.New(clients.Blob, oauthstore.DefaultContainer, oauthstore.Options{})
+	documents := cimd.New(cimd.Options{AllowPrivateAddresses: cfg.DocumentsFromPrivateAddresses, Logger: log})
+	oauth := oauthstore.New(clients.Blob, oauthstore.DefaultContainer, oauthstore.Options{Documents: documents.Resolve})
 
 	opts := httpapi.Options{
 		ResourceURL:         cfg.ResourceURL,

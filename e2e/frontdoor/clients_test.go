@@ -104,7 +104,7 @@ func TestRealClientsSignIn(t *testing.T) {
 
 	t.Run("go-sdk", func(t *testing.T) {
 		cliScenario(t, sys, func(t *testing.T, ctx context.Context, u cliUser) cliConn {
-			return cliConnectGoSDK(t, ctx, sys, u)
+			return cliConnectGoSDK(t, ctx, sys, u, "")
 		})
 	})
 	t.Run("mcp-go", func(t *testing.T) {
@@ -253,7 +253,10 @@ func cliScenario(t *testing.T, sys *testenv.System, connect func(*testing.T, con
 	t.Logf("user B signed in and connected in %v", time.Since(t0).Round(time.Millisecond))
 	cliCheckSignIn(t, sys, connB.SignIn(), connB.Resource())
 	whoB := whoAmI(t, connB, b)
-	if whoB.ClientID == whoA.ClientID {
+	switch document := strings.HasPrefix(whoA.ClientID, "https://"); {
+	case document && whoB.ClientID != whoA.ClientID:
+		t.Errorf("client_ids %s and %s: a client identified by its metadata document has one client_id", whoA.ClientID, whoB.ClientID)
+	case !document && whoB.ClientID == whoA.ClientID:
 		t.Errorf("both sign-ins have client_id %s: each client instance should have registered itself", whoA.ClientID)
 	}
 	res := connB.Call(t, ctx, "get_snippet", map[string]any{"name": name})
@@ -593,25 +596,38 @@ func (s *cliTokenSource) Token() (*oauth2.Token, error) {
 	return s.src.Token()
 }
 
-func cliConnectGoSDK(t *testing.T, ctx context.Context, sys *testenv.System, u cliUser) cliConn {
+// cliConnectGoSDK signs u in with the go-sdk client, registering it
+// dynamically, or, when document is set, using document (the URL of its
+// Client ID Metadata Document, naming the client cimdClientName) as its
+// client_id.
+func cliConnectGoSDK(t *testing.T, ctx context.Context, sys *testenv.System, u cliUser, document string) cliConn {
 	t.Helper()
 	loop := cliNewLoopback(t)
 	browser := cliNewBrowser(t, sys, u)
 	c := &cliGoSDK{resource: sys.GatewayURL + "/mcp"}
 	var fetchErr error
-	handler, err := sdkauth.NewAuthorizationCodeHandler(&sdkauth.AuthorizationCodeHandlerConfig{
-		DynamicClientRegistrationConfig: &sdkauth.DynamicClientRegistrationConfig{
+	clientName := "go-sdk e2e " + u.Name
+	var dcr *sdkauth.DynamicClientRegistrationConfig
+	var cimd *sdkauth.ClientIDMetadataDocumentConfig
+	if document != "" {
+		clientName, cimd = cimdClientName, &sdkauth.ClientIDMetadataDocumentConfig{URL: document}
+	} else {
+		dcr = &sdkauth.DynamicClientRegistrationConfig{
 			Metadata: &oauthex.ClientRegistrationMetadata{
 				RedirectURIs:            []string{loop.RedirectURI},
-				ClientName:              "go-sdk e2e " + u.Name,
+				ClientName:              clientName,
 				TokenEndpointAuthMethod: "none",
 				GrantTypes:              []string{"authorization_code", "refresh_token"},
 				ResponseTypes:           []string{"code"},
 			},
-		},
-		RedirectURL:         loop.RedirectURI,
-		RequestRefreshToken: true,
-		Client:              &http.Client{Timeout: 30 * time.Second},
+		}
+	}
+	handler, err := sdkauth.NewAuthorizationCodeHandler(&sdkauth.AuthorizationCodeHandlerConfig{
+		DynamicClientRegistrationConfig: dcr,
+		ClientIDMetadataDocumentConfig:  cimd,
+		RedirectURL:                     loop.RedirectURI,
+		RequestRefreshToken:             true,
+		Client:                          &http.Client{Timeout: 30 * time.Second},
 		// The "open the browser" step: the browser visits the URL, the
 		// gateway's last redirect reaches the loopback listener, and what it
 		// received goes back to the SDK, which checks state and iss.
@@ -650,8 +666,8 @@ func cliConnectGoSDK(t *testing.T, ctx context.Context, sys *testenv.System, u c
 	if c.signIn == nil || c.ts == nil {
 		t.Fatalf("go-sdk: connected without a sign-in")
 	}
-	if name := html.EscapeString("go-sdk e2e " + u.Name); !strings.Contains(c.signIn.Consent, name) {
-		t.Errorf("go-sdk: the consent page does not show the registered client_name %q", name)
+	if name := html.EscapeString(clientName); !strings.Contains(c.signIn.Consent, name) {
+		t.Errorf("go-sdk: the consent page does not show the client_name %q", name)
 	}
 	c.sess = sess
 	return c

@@ -71,15 +71,13 @@ func (fd *frontDoor) testDiscovery(t *testing.T) {
 			"revocation_endpoint_auth_methods_supported":     []string{"none"},
 			"scopes_supported":                               []string{"mcp.tools"},
 			"authorization_response_iss_parameter_supported": true,
+			"client_id_metadata_document_supported":          true,
 		})
 		var raw struct {
 			Issuer json.RawMessage `json:"issuer"`
 		}
 		_ = json.Unmarshal(r.Body, &raw)
 		issuer = string(raw.Issuer)
-		if _, ok := r.JSON(t)["client_id_metadata_document_supported"]; ok {
-			t.Error("client_id_metadata_document_supported is advertised, but no CIMD is served")
-		}
 	})
 
 	for _, c := range []struct{ path, resource string }{

@@ -49,6 +49,11 @@ type Config struct {
 	// FamilyCheckTTL is how long a token family's status is cached
 	// (MCP_FAMILY_CHECK_SECONDS, default 5).
 	FamilyCheckTTL time.Duration
+	// DocumentsFromPrivateAddresses lets Client ID Metadata Documents be
+	// fetched from loopback and private addresses
+	// (MCP_CIMD_PRIVATE_ADDRESSES=allow): local runs and tests only, since
+	// a client_id URL is chosen by whoever calls /authorize.
+	DocumentsFromPrivateAddresses bool
 }
 
 // Load reads the configuration through getenv (os.Getenv in production, a map
@@ -125,6 +130,14 @@ func Load(getenv func(string) string, readFile func(string) ([]byte, error)) (Co
 		} else {
 			c.FamilyCheckTTL = time.Duration(n) * time.Second
 		}
+	}
+
+	switch v := strings.ToLower(strings.TrimSpace(getenv("MCP_CIMD_PRIVATE_ADDRESSES"))); v {
+	case "", "deny":
+	case "allow":
+		c.DocumentsFromPrivateAddresses = true
+	default:
+		errs = append(errs, fmt.Errorf("MCP_CIMD_PRIVATE_ADDRESSES=%q: use \"allow\" (local runs and tests only) or leave it unset", v))
 	}
 
 	st, err := storage.SettingsFromEnv(getenv)

@@ -77,6 +77,17 @@ func TestLoad(t *testing.T) {
 				}
 			}},
 		{name: "auth typo", env: with("MCP_AUTH", "of"), wantErr: "MCP_AUTH"},
+		{name: "documents from public addresses by default", env: base, check: func(t *testing.T, c Config) {
+			if c.DocumentsFromPrivateAddresses {
+				t.Error("private addresses allowed by default")
+			}
+		}},
+		{name: "documents from private addresses", env: with("MCP_CIMD_PRIVATE_ADDRESSES", "allow"), check: func(t *testing.T, c Config) {
+			if !c.DocumentsFromPrivateAddresses {
+				t.Error("allow was not taken")
+			}
+		}},
+		{name: "documents setting typo", env: with("MCP_CIMD_PRIVATE_ADDRESSES", "yes"), wantErr: "MCP_CIMD_PRIVATE_ADDRESSES"},
 		{name: "no storage", env: with("AzureWebJobsStorage", "<unset>"), wantErr: "AzureWebJobsStorage"},
 		{name: "every error at once", env: map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "x"}, wantErr: "MCP_TOKEN_ISSUER"},
 	}

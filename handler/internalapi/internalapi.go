@@ -54,9 +54,14 @@
 // 400 invalid_redirect_uri or invalid_client_metadata with a description.
 // An unsupported token_endpoint_auth_method comes back as "none".
 //
-// GET /internal/oauth/clients/{client_id} — 200 with the registration (the
-// same shape as above) or 404 {"error":"invalid_client"} for an unknown
-// client (the policy shows an error page and never redirects).
+// GET /internal/oauth/clients/{client_id}, or GET
+// /internal/oauth/clients?client_id=<client_id> for any client_id including
+// a Client ID Metadata Document URL (whose slashes a path cannot carry
+// through every proxy) — 200 with the registration (the same shape as
+// above; for a document URL, what the document declares, fetched and
+// validated) or 404 {"error":"invalid_client","error_description":"<why>"}
+// for an unknown or unusable client (the policy shows an error page and
+// never redirects), 503 when a document cannot be fetched right now.
 //
 // POST /internal/oauth/codes — store a grant after /oauth-callback:
 //
@@ -212,8 +217,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	parts := strings.Split(rest, "/")
 	switch {
+	case rest == "clients" && r.Method == http.MethodGet:
+		h.getClient(w, r, r.URL.Query().Get("client_id"))
 	case rest == "clients":
-		h.method(w, r, http.MethodPost, h.registerClient)
+		h.method(w, r, http.MethodPost, h.registerClient, http.MethodGet)
 	case len(parts) == 2 && parts[0] == "clients" && parts[1] != "":
 		h.method(w, r, http.MethodGet, func(w http.ResponseWriter, r *http.Request) { h.getClient(w, r, parts[1]) })
 	case rest == "codes":
@@ -237,10 +244,13 @@ func (h *Handler) notFound(w http.ResponseWriter) {
 	writeError(w, http.StatusNotFound, "not_found", "no such internal endpoint")
 }
 
-func (h *Handler) method(w http.ResponseWriter, r *http.Request, m string, next http.HandlerFunc) {
+// method runs next for requests with method m, and answers others 405
+// naming m and the path's other methods (served elsewhere) in Allow.
+func (h *Handler) method(w http.ResponseWriter, r *http.Request, m string, next http.HandlerFunc, others ...string) {
 	if r.Method != m {
-		w.Header().Set("Allow", m)
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use "+m)
+		allowed := strings.Join(append(others, m), ", ")
+		w.Header().Set("Allow", allowed)
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use "+allowed)
 		return
 	}
 	next(w, r)
@@ -289,7 +299,12 @@ func (h *Handler) registerClient(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) getClient(w http.ResponseWriter, r *http.Request, id string) {
 	c, err := h.store.GetClient(r.Context(), id)
 	if errors.Is(err, storage.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "invalid_client", "the client is not registered")
+		msg := "the client is not registered"
+		var se *storage.Error
+		if oauthstore.IsDocumentClientID(id) && errors.As(err, &se) {
+			msg = se.Msg // why the document is unusable, for the error page
+		}
+		writeError(w, http.StatusNotFound, "invalid_client", msg)
 		return
 	}
 	if err != nil {

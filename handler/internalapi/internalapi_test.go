@@ -201,7 +201,7 @@ func TestRouting(t *testing.T) {
 		wantError(t, f.do(t, "POST", p, ""), http.StatusNotFound, "not_found")
 	}
 	for _, m := range []struct{ method, path, allow string }{
-		{"GET", "/internal/oauth/clients", "POST"},
+		{"PUT", "/internal/oauth/clients", "GET, POST"},
 		{"DELETE", "/internal/oauth/clients/abc", "GET"},
 		{"GET", "/internal/oauth/codes", "POST"},
 		{"GET", "/internal/oauth/token/authorization_code", "POST"},

@@ -124,6 +124,25 @@ func (s *Store) GetClient(ctx context.Context, id string) (Client, error) {
 
 func (s *Store) getClient(ctx context.Context, id string) (clientRecord, error) {
 	unknown := storage.Errorf(storage.ErrNotFound, "the client is not registered")
+	if IsDocumentClientID(id) {
+		if s.documents == nil {
+			return clientRecord{}, storage.Errorf(storage.ErrNotFound, "client ID metadata documents are not supported here")
+		}
+		m, err := s.documents(ctx, id)
+		if err != nil {
+			return clientRecord{}, err
+		}
+		return clientRecord{
+			V:                       1,
+			ClientID:                id,
+			RedirectURIs:            m.RedirectURIs,
+			ClientName:              m.ClientName,
+			ClientURI:               m.ClientURI,
+			TokenEndpointAuthMethod: m.TokenEndpointAuthMethod,
+			GrantTypes:              m.GrantTypes,
+			ResponseTypes:           m.ResponseTypes,
+		}, nil
+	}
 	if !isID(id) {
 		return clientRecord{}, unknown
 	}
@@ -149,6 +168,17 @@ func (s *Store) getClient(ctx context.Context, id string) (clientRecord, error) 
 		}
 	}
 	return rec, nil
+}
+
+// MaxDocumentClientIDLength bounds a client_id that is a metadata
+// document URL.
+const MaxDocumentClientIDLength = 512
+
+// IsDocumentClientID reports whether a client_id names a Client ID Metadata
+// Document (an HTTPS URL; Options.Documents resolves it) rather than a
+// registration here (random base64url, never with a colon).
+func IsDocumentClientID(id string) bool {
+	return strings.HasPrefix(id, "https://") && len(id) <= MaxDocumentClientIDLength
 }
 
 // ValidateMetadata checks a registration request against FRONTDOOR section

@@ -141,7 +141,7 @@ func validateGrant(g Grant) (Grant, error) {
 	bad := func(format string, args ...any) (Grant, error) {
 		return Grant{}, oauthError(CodeInvalidRequest, format, args...)
 	}
-	if !isID(g.ClientID) {
+	if !isID(g.ClientID) && !IsDocumentClientID(g.ClientID) {
 		return bad("client_id is missing or malformed")
 	}
 	if g.RedirectURI == "" || len(g.RedirectURI) > MaxRedirectURILength {

@@ -7,33 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/mcp-apim/remote-mcp/handler/storage"
 	"github.com/mcp-apim/remote-mcp/handler/testenv"
 )
 
-// clock is an injectable clock that only moves when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// clock is testenv's fake clock.
+type clock = testenv.Clock
 
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *clock { return testenv.NewClock() }
 
 // env is one Azurite shared by the subtests of a test; each store gets a
 // container of its own.

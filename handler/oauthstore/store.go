@@ -148,6 +148,12 @@ type Options struct {
 	// Now is the clock; time.Now if nil. Tests inject one to expire codes
 	// and tokens without waiting.
 	Now func() time.Time
+	// Documents resolves client_ids that are HTTPS URLs (Client ID
+	// Metadata Documents, see package cimd) to the metadata the document
+	// declares; an error of kind storage.ErrNotFound means the client is
+	// unusable. Nil: such client_ids are unknown. Such clients have no
+	// record here: nothing to store, expire or touch.
+	Documents func(ctx context.Context, clientID string) (ClientMetadata, error)
 }
 
 // Store keeps the OAuth front door's durable state in one blob container.
@@ -160,6 +166,7 @@ type Store struct {
 	refTTL    time.Duration
 	idleTTL   time.Duration
 	now       func() time.Time
+	documents func(ctx context.Context, clientID string) (ClientMetadata, error)
 }
 
 // New returns a Store on the named container. It does not contact storage;
@@ -172,6 +179,7 @@ func New(client *azblob.Client, container string, opts Options) *Store {
 		refTTL:    opts.RefreshTTL,
 		idleTTL:   opts.ClientIdleTTL,
 		now:       opts.Now,
+		documents: opts.Documents,
 	}
 	if s.codeTTL <= 0 {
 		s.codeTTL = DefaultCodeTTL
