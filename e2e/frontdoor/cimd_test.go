@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -182,4 +183,36 @@ func TestClientIDMetadataDocument(t *testing.T) {
 			t.Errorf("client_id %q: status %d, Location %q; want 400 and no redirect", clientID, resp.StatusCode, resp.Header.Get("Location"))
 		}
 	}
+
+	// Each document URL the gateway has not cached makes the handler fetch
+	// it, so one caller gets at most 30 such lookups a minute.
+	t.Run("document lookups are rate-limited per caller", func(t *testing.T) {
+		limited := 0
+		for i := range 40 {
+			q := url.Values{"client_id": {docs.ts.URL + "/flood/" + strconv.Itoa(i) + ".json"}, "redirect_uri": {redirect},
+				"response_type": {"code"}, "state": {"s"}, "code_challenge": {strings.Repeat("A", 43)}, "code_challenge_method": {"S256"}}
+			resp, err := noFollow.Get(sys.GatewayURL + "/authorize?" + q.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case http.StatusTooManyRequests:
+				limited++
+				if !strings.Contains(string(body), "Too many sign-ins") {
+					t.Errorf("429 page without the reason:\n%s", body)
+				}
+			case http.StatusBadRequest:
+			default:
+				t.Fatalf("lookup %d: status %d", i, resp.StatusCode)
+			}
+		}
+		if limited == 0 {
+			t.Error("40 lookups of uncached document URLs from one caller within a minute were all served")
+		}
+		if n := docs.fetches("/flood/39.json"); limited > 0 && n != 0 {
+			t.Errorf("a rate-limited lookup still reached the document host (%d fetches)", n)
+		}
+	})
 }
