@@ -105,6 +105,11 @@ func TestClientIDMetadataDocument(t *testing.T) {
 		"grant_types":                []string{"authorization_code", "refresh_token"},
 		"response_types":             []string{"code"},
 	})
+	inspector := docs.json("/clients/inspector.json", map[string]any{
+		"client_id":     "",
+		"client_name":   "MCP Inspector e2e (metadata document)",
+		"redirect_uris": []string{"http://127.0.0.1/oauth/callback"},
+	})
 	sys := testenv.StartSystem(t, testenv.SystemOptions{
 		AllowedTenants: []string{testenv.LocalTenantID, cliOtherTenant},
 		HandlerEnv:     map[string]string{"SSL_CERT_FILE": docs.caFile, "MCP_CIMD_PRIVATE_ADDRESSES": "allow"},
@@ -128,6 +133,19 @@ func TestClientIDMetadataDocument(t *testing.T) {
 		if n := docs.fetches("/clients/go-sdk.json"); n < 1 || n > 2 {
 			t.Errorf("the document was fetched %d times, want 1 (cached)", n)
 		}
+	})
+
+	t.Run("inspector-cli", func(t *testing.T) {
+		cliScenario(t, sys, func(t *testing.T, ctx context.Context, u cliUser) cliConn {
+			c := cliConnectInspector(t, ctx, sys, u, inspector)
+			if got := c.SignIn().Authorize.Get("client_id"); got != inspector {
+				t.Errorf("the Inspector did not use its document URL as client_id: %q", got)
+			}
+			if !strings.Contains(c.SignIn().Consent, "MCP Inspector e2e (metadata document)") {
+				t.Error("the consent page does not show the document's client_name")
+			}
+			return c
+		})
 	})
 
 	// Unusable documents: an error page that says why, never a redirect to

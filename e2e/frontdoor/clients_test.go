@@ -114,7 +114,7 @@ func TestRealClientsSignIn(t *testing.T) {
 	})
 	t.Run("inspector-cli", func(t *testing.T) {
 		cliScenario(t, sys, func(t *testing.T, ctx context.Context, u cliUser) cliConn {
-			return cliConnectInspector(t, ctx, sys, u)
+			return cliConnectInspector(t, ctx, sys, u, "")
 		})
 	})
 }
@@ -889,6 +889,9 @@ type cliInspector struct {
 	opened   string // where the BROWSER writes the URLs it was asked to open
 	browser  *cliBrowser
 	signIn   *cliSignIn
+	// document is the client's metadata document URL (--client-metadata-url),
+	// or "" to register dynamically.
+	document string
 }
 
 const cliBrowserScript = `#!/bin/sh
@@ -896,7 +899,10 @@ const cliBrowserScript = `#!/bin/sh
 printf '%s %s %s\n' "$$" "$PPID" "$1" >> "$(dirname "$0")/opened.txt"
 `
 
-func cliConnectInspector(t *testing.T, ctx context.Context, sys *testenv.System, u cliUser) cliConn {
+// cliConnectInspector signs u in with the Inspector CLI, which registers
+// itself dynamically or, when document is set, uses that metadata document
+// URL as its client_id.
+func cliConnectInspector(t *testing.T, ctx context.Context, sys *testenv.System, u cliUser, document string) cliConn {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("the Inspector opens a browser through xdg-open and $BROWSER on Linux only")
@@ -926,6 +932,7 @@ func cliConnectInspector(t *testing.T, ctx context.Context, sys *testenv.System,
 		script:   filepath.Join(home, "browser.sh"),
 		opened:   filepath.Join(home, "opened.txt"),
 		browser:  cliNewBrowser(t, sys, u),
+		document: document,
 	}
 	if err := os.WriteFile(ins.script, []byte(cliBrowserScript), 0o700); err != nil {
 		t.Fatal(err)
@@ -1126,6 +1133,9 @@ func (ins *cliInspector) run(t *testing.T, ctx context.Context, interactive bool
 	t.Helper()
 	argv := append([]string{ins.entry, "--cli", ins.url, "--transport", "http",
 		"--callback-url", ins.callback, "--connect-timeout", "30000", "--format", "json"}, args...)
+	if ins.document != "" {
+		argv = append(argv, "--client-metadata-url", ins.document)
+	}
 	if !interactive {
 		argv = append(argv, "--stored-auth-only")
 	}
