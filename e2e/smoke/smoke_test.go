@@ -152,6 +152,7 @@ func TestSmoke(t *testing.T) {
 			"code_challenge_methods_supported":      []string{"S256"},
 			"token_endpoint_auth_methods_supported": []string{"none"},
 			"scopes_supported":                      []string{scope},
+			"client_id_metadata_document_supported": true,
 		} {
 			same(t, "AS metadata", doc, key, want)
 		}
