@@ -10,9 +10,10 @@
 # and cannot be installed (not Debian/Ubuntu).
 #
 # Ports: GATEWAY_PORT (8000), PORT (7071, the handler), ENTRA_PORT (8400),
-# Azurite 10000-10002. Keys are created once in .run/keys.json and kept; logs
-# go to .run/*.log (the handler's to this terminal). Ctrl-C stops everything
-# this script started.
+# AZURITE_BLOB_PORT, AZURITE_QUEUE_PORT, AZURITE_TABLE_PORT (10000-10002).
+# State: RUN_DIR (.run). Keys are created once in $RUN_DIR/keys.json and
+# kept; logs go to $RUN_DIR/*.log (the handler's to this terminal). Ctrl-C
+# (or SIGTERM) stops everything this script started.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 root=$(repo_root)
@@ -21,8 +22,13 @@ cd "$root"
 PORT=${PORT:-7071}
 GATEWAY_PORT=${GATEWAY_PORT:-8000}
 ENTRA_PORT=${ENTRA_PORT:-8400}
+AZURITE_BLOB_PORT=${AZURITE_BLOB_PORT:-10000}
+AZURITE_QUEUE_PORT=${AZURITE_QUEUE_PORT:-10001}
+AZURITE_TABLE_PORT=${AZURITE_TABLE_PORT:-10002}
 MANIFEST=${MANIFEST:-apim-policies/apis.json}
-state="$root/.run"
+state=${RUN_DIR:-"$root/.run"}
+# The development account's well-known key (Azurite's, public), on our ports.
+storage="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZURITE_BLOB_PORT/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$AZURITE_QUEUE_PORT/devstoreaccount1;"
 mkdir -p "$state/azurite" "$root/bin"
 
 # Fixed local identities (the same as handler/testenv/system.go): the Entra app's
@@ -76,7 +82,7 @@ need_free() { # need_free PORT WHAT
     echo "port $1 is in use: is another $2 running? Stop it or free the port." >&2; exit 1
   fi
 }
-for p in 10000 10001 10002; do need_free "$p" Azurite; done
+for p in "$AZURITE_BLOB_PORT" "$AZURITE_QUEUE_PORT" "$AZURITE_TABLE_PORT"; do need_free "$p" Azurite; done
 need_free "$PORT" "handler (make run)"
 if [ "$auth" = on ]; then
   need_free "$GATEWAY_PORT" "gateway (make run)"
@@ -91,18 +97,18 @@ if [ "$auth" = on ]; then
   echo "==> building the local API Management gateway"
   # Only failures are worth showing (mcs prints its warnings on every build).
   if ! out=$(bash apim-policies/gateway/build.sh 2>&1); then echo "$out" >&2; exit 1; fi
-  echo "==> keys (.run/keys.json: created once, then kept)"
+  echo "==> keys ($state/keys.json: created once, then kept)"
   go run ./scripts/keygen -file "$state/keys.json"
   gateway_url="http://localhost:$GATEWAY_PORT"
   entra_url="http://127.0.0.1:$ENTRA_PORT"
   # The gateway's named values (the names Bicep fills in Azure), readable by
   # the owner only: they hold the keys.
-  GATEWAY_URL=$gateway_url ENTRA_URL=$entra_url FUNCTION_APP_URL="http://127.0.0.1:$PORT" \
+  STATE=$state GATEWAY_URL=$gateway_url ENTRA_URL=$entra_url FUNCTION_APP_URL="http://127.0.0.1:$PORT" \
   ENTRA_CLIENT_ID=$ENTRA_CLIENT_ID MI_CLIENT_ID=$MI_CLIENT_ID ALLOWED_TENANTS=${ALLOWED_TENANTS:-$LOCAL_TENANT_ID} \
   "$node" --input-type=module -e '
     import { readFileSync, writeFileSync, renameSync } from "node:fs";
     import { randomBytes } from "node:crypto";
-    const e = process.env, keys = JSON.parse(readFileSync(".run/keys.json", "utf8"));
+    const e = process.env, keys = JSON.parse(readFileSync(`${e.STATE}/keys.json`, "utf8"));
     const nv = {
       ...keys,
       GatewayUrl: e.GATEWAY_URL,
@@ -115,20 +121,20 @@ if [ "$auth" = on ]; then
       EntraAllowedTenants: e.ALLOWED_TENANTS,
       ManagedIdentityClientId: e.MI_CLIENT_ID,
     };
-    writeFileSync(".run/named-values.json.tmp", JSON.stringify(nv, null, 2) + "\n", { mode: 0o600 });
-    renameSync(".run/named-values.json.tmp", ".run/named-values.json");'
-  key() { "$node" -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(".run/keys.json","utf8"))[process.argv[1]])' "$1"; }
+    writeFileSync(`${e.STATE}/named-values.json.tmp`, JSON.stringify(nv, null, 2) + "\n", { mode: 0o600 });
+    renameSync(`${e.STATE}/named-values.json.tmp`, `${e.STATE}/named-values.json`);'
+  key() { "$node" -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[2],"utf8"))[process.argv[1]])' "$1" "$state/keys.json"; }
 fi
 
-echo "==> Azurite (data in .run/azurite)"
+echo "==> Azurite (data in $state/azurite)"
 "$node" node_modules/azurite/dist/src/azurite.js --silent --skipApiVersionCheck --loose \
-  --blobHost 127.0.0.1 --blobPort 10000 --queueHost 127.0.0.1 --queuePort 10001 \
-  --tableHost 127.0.0.1 --tablePort 10002 --location "$state/azurite" \
+  --blobHost 127.0.0.1 --blobPort "$AZURITE_BLOB_PORT" --queueHost 127.0.0.1 --queuePort "$AZURITE_QUEUE_PORT" \
+  --tableHost 127.0.0.1 --tablePort "$AZURITE_TABLE_PORT" --location "$state/azurite" \
   >"$state/azurite.log" 2>&1 &
 pids+=($!)
 
 if [ "$auth" = on ]; then
-  echo "==> Entra ID stand-in on 127.0.0.1:$ENTRA_PORT (log .run/entra-standin.log)"
+  echo "==> Entra ID stand-in on 127.0.0.1:$ENTRA_PORT (log $state/entra-standin.log)"
   "$node" scripts/entra-standin.mjs --port "$ENTRA_PORT" --host 127.0.0.1 \
     --client-id "$ENTRA_CLIENT_ID" --tenant-issuer-prefix "$entra_url/" \
     --redirect-uri "$gateway_url/oauth-callback" \
@@ -136,21 +142,21 @@ if [ "$auth" = on ]; then
     --assertion-subject "$MI_PRINCIPAL_ID" \
     >"$state/entra-standin.log" 2>&1 &
   pids+=($!)
-  echo "==> API Management gateway on 127.0.0.1:$GATEWAY_PORT (log .run/gateway.log)"
+  echo "==> API Management gateway on 127.0.0.1:$GATEWAY_PORT (log $state/gateway.log)"
   mono --debug apim-policies/gateway/bin/gateway.exe serve --manifest "$MANIFEST" \
     --named-values "$state/named-values.json" --port "$GATEWAY_PORT" --host 127.0.0.1 \
     >"$state/gateway.log" 2>&1 &
   pids+=($!)
 fi
 
-wait_port 127.0.0.1 10000 30
-wait_port 127.0.0.1 10001 30
+wait_port 127.0.0.1 "$AZURITE_BLOB_PORT" 30
+wait_port 127.0.0.1 "$AZURITE_QUEUE_PORT" 30
 
 echo "==> handler on 127.0.0.1:$PORT"
 if [ "$auth" = on ]; then
   FUNCTIONS_CUSTOMHANDLER_PORT=$PORT \
   MCP_LISTEN_HOST=127.0.0.1 \
-  AzureWebJobsStorage=UseDevelopmentStorage=true \
+  AzureWebJobsStorage="$storage" \
   MCP_TOKEN_ISSUER=$gateway_url \
   MCP_RESOURCE_URL="$gateway_url/mcp" \
   MCP_TOKEN_JWKS=$(key TokenJwks) \
@@ -158,7 +164,7 @@ if [ "$auth" = on ]; then
     bin/handler &
 else
   FUNCTIONS_CUSTOMHANDLER_PORT=$PORT \
-  AzureWebJobsStorage=UseDevelopmentStorage=true \
+  AzureWebJobsStorage="$storage" \
   MCP_AUTH=off \
   MCP_RESOURCE_URL="http://localhost:$PORT/mcp" \
     bin/handler &
@@ -195,7 +201,7 @@ else
   once, without a password, as "Local developer" (tenant $LOCAL_TENANT_ID).
   Inspector:  $node node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js
               then connect to $gateway_url/mcp (transport: Streamable HTTP)
-  Logs: .run/gateway.log, .run/entra-standin.log, .run/azurite.log; the handler's below.
+  Logs: $state/gateway.log, $state/entra-standin.log, $state/azurite.log; the handler's below.
   Ctrl-C stops everything.
 
 MSG

@@ -43,14 +43,20 @@ type target struct {
 	c     *http.Client
 }
 
-func start(t *testing.T) *target {
-	t.Helper()
+// newClient is the suite's HTTP client: cookies kept (the consent flow
+// needs the browser cookie), redirects not followed (the suite checks them).
+func newClient() *http.Client {
 	jar, _ := cookiejar.New(nil)
-	c := &http.Client{
+	return &http.Client{
 		Jar:           jar,
 		Timeout:       60 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+func start(t *testing.T) *target {
+	t.Helper()
+	c := newClient()
 	if g := strings.TrimSpace(*gatewayFlag); g != "" {
 		u, err := url.Parse(g)
 		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
@@ -125,7 +131,11 @@ func same(t *testing.T, what string, doc map[string]any, key string, want any) {
 const scope = "mcp.tools"
 
 func TestSmoke(t *testing.T) {
-	tg := start(t)
+	smoke(t, start(t))
+}
+
+// smoke runs the suite against tg.
+func smoke(t *testing.T, tg *target) {
 	gw := tg.gw
 
 	// The issuer as served, byte for byte.
