@@ -795,9 +795,10 @@ func TestAuthorizeFrontDoor(t *testing.T) {
 	loopbackNoPort := "http://127.0.0.1/callback"
 	loopback6 := "http://[::1]:4100/cb"
 	localhost := "http://localhost:5000/cb"
+	localhostNoPort := "http://localhost/any" // stands for any port
 	native := "com.example.app:/oauth"
 	shared := sys.register(t, "Shared test client", web, webQuery, loopback, loopbackNoPort, loopback6)
-	apps := sys.register(t, "Native and localhost client", localhost, native, web)
+	apps := sys.register(t, "Native and localhost client", localhost, native, web, localhostNoPort)
 
 	t.Run("HappyPathThenRememberedConsent", func(t *testing.T) {
 		t.Parallel()
@@ -1029,6 +1030,8 @@ func TestAuthorizeFrontDoor(t *testing.T) {
 			{"UserinfoHostTrick", func(v url.Values) { v.Set("redirect_uri", "https://app.example.com@evil.example/cb") }},
 			{"LocalhostPortDiffers", func(v url.Values) { v.Set("client_id", apps); v.Set("redirect_uri", "http://localhost:5001/cb") }},
 			{"LocalhostPortDropped", func(v url.Values) { v.Set("client_id", apps); v.Set("redirect_uri", "http://localhost/cb") }},
+			{"PortlessLocalhostOtherPath", func(v url.Values) { v.Set("client_id", apps); v.Set("redirect_uri", "http://localhost:5999/any/") }},
+			{"PortlessLocalhostAsLoopbackIP", func(v url.Values) { v.Set("client_id", apps); v.Set("redirect_uri", "http://127.0.0.1:5999/any") }},
 			{"LoopbackUserinfo", func(v url.Values) { v.Set("redirect_uri", "http://user@127.0.0.1:4000/cb") }},
 			{"LoopbackTrailingSlash", func(v url.Values) { v.Set("redirect_uri", "http://127.0.0.1:4001/cb/") }},
 			{"LoopbackPathCase", func(v url.Values) { v.Set("redirect_uri", "http://127.0.0.1:4001/CB") }},
@@ -1068,6 +1071,8 @@ func TestAuthorizeFrontDoor(t *testing.T) {
 			{"LoopbackPortWhereNoneRegistered", shared, "http://127.0.0.1:61000/callback"},
 			{"LoopbackIPv6OtherPort", shared, "http://[::1]:61001/cb"},
 			{"LoopbackIPv6NoPort", shared, "http://[::1]/cb"},
+			{"PortlessLocalhostAnyPort", apps, "http://localhost:5999/any"},
+			{"PortlessLocalhostNoPort", apps, localhostNoPort},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()

@@ -108,7 +108,7 @@ func TestClientIDMetadataDocument(t *testing.T) {
 	inspector := docs.json("/clients/inspector.json", map[string]any{
 		"client_id":     "",
 		"client_name":   "MCP Inspector e2e (metadata document)",
-		"redirect_uris": []string{"http://127.0.0.1/oauth/callback"},
+		"redirect_uris": []string{"http://localhost/oauth/callback"}, // any port on localhost
 	})
 	sys := testenv.StartSystem(t, testenv.SystemOptions{
 		AllowedTenants: []string{testenv.LocalTenantID, cliOtherTenant},

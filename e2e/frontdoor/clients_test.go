@@ -922,13 +922,20 @@ func cliConnectInspector(t *testing.T, ctx context.Context, sys *testenv.System,
 		}
 		t.Skipf("MCP Inspector is not installed (npm ci): %v", err)
 	}
+	// With a metadata document the callback is on localhost, which the
+	// document lists without a port (as real clients' documents do), so the
+	// flow shows a portless localhost URI accepting the CLI's port.
+	callbackHost := "127.0.0.1"
+	if document != "" {
+		callbackHost = "localhost"
+	}
 	home := t.TempDir()
 	if strings.ContainsAny(home, ": \t") {
 		t.Fatalf("temporary directory %q: xdg-open splits $BROWSER at ':' and blanks", home)
 	}
 	ins := &cliInspector{
 		sys: sys, node: node, entry: entry, url: sys.GatewayURL + "/mcp", home: home,
-		callback: "http://127.0.0.1:" + strconv.Itoa(cliFreePort(t)) + "/oauth/callback",
+		callback: "http://" + callbackHost + ":" + strconv.Itoa(cliFreePort(t)) + "/oauth/callback",
 		script:   filepath.Join(home, "browser.sh"),
 		opened:   filepath.Join(home, "opened.txt"),
 		browser:  cliNewBrowser(t, sys, u),

@@ -436,15 +436,21 @@ func isURIChar(r rune) bool {
 
 // RedirectURIMatches reports whether requested may be used where registered
 // was registered: the strings must be identical, byte for byte (scheme,
-// host, port, path, query, trailing slash, everything), with one exception
-// from RFC 8252 section 7.3: for an http redirect URI on a loopback IP
-// literal, 127.0.0.1 or [::1], the port may differ (or be absent on either
-// side), because native apps listen on whatever port the OS gives them.
+// host, port, path, query, trailing slash, everything), with two exceptions
+// for native apps, which listen on whatever port the OS gives them:
 //
-// "localhost" gets no such exception, deliberately: RFC 8252 section 7.3
-// grants it to loopback IP literals only, and section 8.3 advises against
-// localhost, which DNS or a hosts file may point elsewhere. A client that
-// registers http://localhost:<port>/... must use that port.
+//   - RFC 8252 section 7.3: for an http redirect URI on a loopback IP
+//     literal, 127.0.0.1 or [::1], the port may differ (or be absent on
+//     either side).
+//   - An http://localhost URI registered without a port stands for any port
+//     on localhost: such a URI is unusable otherwise (port 80 needs root),
+//     and real clients' metadata documents list exactly that
+//     (http://localhost/callback beside http://127.0.0.1/callback).
+//
+// A localhost URI registered with a port must be used with that port:
+// section 7.3 grants the exception to IP literals, and section 8.3 advises
+// against localhost, which DNS or a hosts file may point elsewhere; only a
+// registration that cannot mean anything else widens it.
 func RedirectURIMatches(registered, requested string) bool {
 	if registered == "" || requested == "" {
 		return false
@@ -452,39 +458,43 @@ func RedirectURIMatches(registered, requested string) bool {
 	if registered == requested {
 		return true
 	}
-	rh, rrest, ok := splitLoopback(registered)
+	rh, rport, rrest, ok := splitLoopback(registered)
 	if !ok {
 		return false
 	}
-	qh, qrest, ok := splitLoopback(requested)
-	return ok && rh == qh && rrest == qrest
+	qh, _, qrest, ok := splitLoopback(requested)
+	if !ok || rh != qh || rrest != qrest {
+		return false
+	}
+	return rh != "localhost" || rport == ""
 }
 
-// splitLoopback splits "http://<loopback IP>[:port]<rest>" into the host
-// and what follows the authority. Anything else in the authority (user
-// information, another host, a malformed port) does not split.
-func splitLoopback(s string) (host, rest string, ok bool) {
+// splitLoopback splits "http://<loopback host>[:port]<rest>" (127.0.0.1,
+// [::1] or localhost) into the host, the port ("" when absent) and what
+// follows the authority. Anything else in the authority (user information,
+// another host, a malformed port) does not split.
+func splitLoopback(s string) (host, port, rest string, ok bool) {
 	after, found := strings.CutPrefix(s, "http://")
 	if !found {
-		return "", "", false
+		return "", "", "", false
 	}
 	end := strings.IndexAny(after, "/?#")
 	if end < 0 {
 		end = len(after)
 	}
 	authority, rest := after[:end], after[end:]
-	for _, h := range []string{"127.0.0.1", "[::1]"} {
+	for _, h := range []string{"127.0.0.1", "[::1]", "localhost"} {
 		tail, found := strings.CutPrefix(authority, h)
 		if !found {
 			continue
 		}
 		if tail == "" {
-			return h, rest, true
+			return h, "", rest, true
 		}
 		if port, found := strings.CutPrefix(tail, ":"); found && isPort(port) {
-			return h, rest, true
+			return h, port, rest, true
 		}
-		return "", "", false
+		return "", "", "", false
 	}
-	return "", "", false
+	return "", "", "", false
 }
