@@ -133,6 +133,7 @@ type testEnv struct {
 	echo, sse, oidc *httptest.Server
 	hang            *hangServer
 	closedURL       string
+	closedFD        int // the socket holding closedURL's port
 
 	rsaKey, otherRSAKey *rsa.PrivateKey
 	hmacKey, otherHMAC  []byte
@@ -157,17 +158,29 @@ func newTestEnv() (*testEnv, error) {
 	if e.hang, err = newHangServer(); err != nil {
 		return nil, err
 	}
-	// A port that was free a moment ago and has nobody listening now.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port nobody listens on, for as long as the tests run: a socket bound
+	// to it without listening refuses connections and keeps any other
+	// process (tests of other packages run beside these) from taking it.
+	// Closing a listener instead left the port free for the next one the
+	// kernel handed out, and a handler test once answered there.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		return nil, err
 	}
-	e.closedURL = "http://" + l.Addr().String()
-	l.Close()
+	e.closedFD = fd
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return nil, err
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	e.closedURL = fmt.Sprintf("http://127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 	return e, nil
 }
 
 func (e *testEnv) close() {
+	_ = syscall.Close(e.closedFD)
 	e.echo.Close()
 	e.sse.Close()
 	e.oidc.Close()
