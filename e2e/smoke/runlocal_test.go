@@ -4,6 +4,7 @@ package smoke
 
 import (
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -144,18 +145,40 @@ func (rl *runLocal) stop(t *testing.T) {
 	}
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago
-// (all listeners stay open until every port is known).
+// freePorts returns n distinct loopback ports that are free and lie below
+// the kernel's ephemeral range: run-local.sh binds them seconds after they
+// are chosen (it builds first), and in that time other tests' servers,
+// which ask for port 0, are handed ephemeral ports only, never these.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	low := 32768 // Linux's default start of the ephemeral range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
 		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	if low <= 11000 {
+		t.Skipf("the ephemeral port range starts at %d: no room below it for run-local.sh's ports", low)
+	}
+	var ports []int
+	seen := map[int]bool{}
+	for tries := 0; len(ports) < n && tries < 1000; tries++ {
+		p := 10100 + mrand.IntN(low-10100)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		ports = append(ports, p)
+	}
+	if len(ports) < n {
+		t.Fatalf("found only %d free ports below %d", len(ports), low)
 	}
 	return ports
 }
