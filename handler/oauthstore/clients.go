@@ -66,6 +66,20 @@ type clientRecord struct {
 	LastUsed                time.Time `json:"last_used"`
 }
 
+// newClientRecord is the record of client id with metadata m.
+func newClientRecord(id string, m ClientMetadata) clientRecord {
+	return clientRecord{
+		V:                       1,
+		ClientID:                id,
+		RedirectURIs:            m.RedirectURIs,
+		ClientName:              m.ClientName,
+		ClientURI:               m.ClientURI,
+		TokenEndpointAuthMethod: m.TokenEndpointAuthMethod,
+		GrantTypes:              m.GrantTypes,
+		ResponseTypes:           m.ResponseTypes,
+	}
+}
+
 func (r clientRecord) client() Client {
 	return Client{
 		ClientID: r.ClientID,
@@ -91,19 +105,9 @@ func (s *Store) RegisterClient(ctx context.Context, m ClientMetadata) (Client, e
 	if err != nil {
 		return Client{}, err
 	}
-	now := s.nowUTC()
-	rec := clientRecord{
-		V:                       1,
-		ClientID:                newID(),
-		RedirectURIs:            m.RedirectURIs,
-		ClientName:              m.ClientName,
-		ClientURI:               m.ClientURI,
-		TokenEndpointAuthMethod: m.TokenEndpointAuthMethod,
-		GrantTypes:              m.GrantTypes,
-		ResponseTypes:           m.ResponseTypes,
-		Created:                 now,
-		LastUsed:                now,
-	}
+	rec := newClientRecord(newID(), m)
+	rec.Created = s.nowUTC()
+	rec.LastUsed = rec.Created
 	if err := s.create(ctx, clientName(rec.ClientID), rec); err != nil {
 		return Client{}, fmt.Errorf("storing the client registration: %w", err)
 	}
@@ -132,16 +136,8 @@ func (s *Store) getClient(ctx context.Context, id string) (clientRecord, error) 
 		if err != nil {
 			return clientRecord{}, err
 		}
-		return clientRecord{
-			V:                       1,
-			ClientID:                id,
-			RedirectURIs:            m.RedirectURIs,
-			ClientName:              m.ClientName,
-			ClientURI:               m.ClientURI,
-			TokenEndpointAuthMethod: m.TokenEndpointAuthMethod,
-			GrantTypes:              m.GrantTypes,
-			ResponseTypes:           m.ResponseTypes,
-		}, nil
+		// Nothing stored: no creation or use times.
+		return newClientRecord(id, m), nil
 	}
 	if !isID(id) {
 		return clientRecord{}, unknown
